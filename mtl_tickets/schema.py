@@ -1,0 +1,134 @@
+"""Dicts from YAML/JSON into typed dataclasses, with errors that name the key, the file and the fix.
+
+One small checker serves the task registry, the run config and the ticket files, so every file a user
+writes is held to the same rules: unknown keys fail with the closest valid key, wrong types fail
+quoting the value, and `__post_init__` checks ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A user-written file or flag is wrong; the message says where and how to fix it."""
+
+
+def closest(name: str, options: typing.Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest option, or a list of the valid ones."""
+    options = sorted(options)
+    match = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else f" (valid: {', '.join(options)})"
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read YAML with the safe loader: tags that would construct Python objects are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: not valid YAML: {first}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+
+
+def from_dict(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from `data`, checking keys and types recursively.
+
+    Args:
+        cls: the dataclass to build.
+        data: a mapping, as read from YAML or JSON.
+        where: what to name in errors, e.g. "configs/quick.yaml: train".
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}{closest(str(key), fields)}")
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{where}: {err}") from None
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[-1] if len(errors) == 1 else f"{where}: {value!r} is not {_name(hint)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}{closest(str(value), map(str, args))}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        converted = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(converted) if origin is tuple else converted
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(args[1] if args else Any, v, f"{where}.{k}") for k, v in value.items()}
+    return _scalar(hint, value, where)
+
+
+def _scalar(hint: type, value: Any, where: str) -> Any:
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `3e-5` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{where}: expected {_name(hint)}, got {value!r}")
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def to_dict(obj: Any) -> Any:
+    """The inverse of `from_dict`: plain dicts and lists, ready for YAML or JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
