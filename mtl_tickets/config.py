@@ -105,7 +105,7 @@ class Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The config file (or the defaults), then `key.sub=value` overrides, checked as one."""
     data = load_yaml(path) if path else {}
-    where = str(path) if path else "defaults"
+    where = (str(path) if path else "defaults") + (" + overrides" if overrides else "")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -115,7 +115,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-5")
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-        where = f"{where} + overrides"
     return from_dict(Config, data, where)
 
 

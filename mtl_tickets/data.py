@@ -261,7 +261,12 @@ def load_task(spec: TaskSpec, tokenizer, cfg: DataConfig, with_test: bool = Fals
         dev[split] = load_encoded(spec, split, True, tokenizer, cfg)
         if cfg.max_eval_examples:
             dev[split] = subsample(dev[split], cfg.max_eval_examples, cfg.subsample_seed)
-    test = {s: load_encoded(spec, s, False, tokenizer, cfg) for s in test_splits} if with_test else {}
+    test = {}
+    for split in test_splits if with_test else []:
+        if from_tsv and find_split_file(glue_dir / spec.tsv.dir, split) is None:
+            log.warning("skipping %s test split %r: no such file in %s", spec.name, split, glue_dir / spec.tsv.dir)
+            continue
+        test[split] = load_encoded(spec, split, False, tokenizer, cfg)
     return TaskData(spec, train, dev, test)
 
 

@@ -53,6 +53,8 @@ def predict_run(run_dir: Path, out_dir: Path | None = None, glue_dir: str | None
     for spec in [*model.specs.values(), *borrowers]:
         head = spec.predict_with or spec.name
         task = load_task(spec, tokenizer, cfg.data, with_test=True)
-        for i, data in enumerate(task.test.values()):
-            written.append(write_submission(spec, i, predict(model, data, head, cfg.train.eval_batch_size), out_dir))
+        test_splits = list(spec.tsv.test if spec.tsv and cfg.data.resolved_glue_dir() else spec.hub.test)
+        for split, data in task.test.items():
+            pred = predict(model, data, head, cfg.train.eval_batch_size)
+            written.append(write_submission(spec, test_splits.index(split), pred, out_dir))
     return written

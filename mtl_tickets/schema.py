@@ -60,7 +60,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(f"{where}: unknown key {key!r}{closest(str(key), fields)}")
-        kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
+        kwargs[key] = _convert(hints[key], value, _join(where, key))
     try:
         return cls(**kwargs)
     except TypeError as err:  # a required field is missing
@@ -69,6 +69,11 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _join(where: str, key: object) -> str:
+    """`file.yaml` + `train` -> `file.yaml: train`; `file.yaml: train` + `lr` -> `file.yaml: train.lr`."""
+    return f"{where}.{key}" if ": " in where else f"{where}: {key}"
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -100,7 +105,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _convert(args[1] if args else Any, v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): _convert(args[1] if args else Any, v, _join(where, k)) for k, v in value.items()}
     return _scalar(hint, value, where)
 
 

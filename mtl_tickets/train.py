@@ -14,11 +14,9 @@ import logging
 import math
 import platform
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -225,6 +223,7 @@ def summarize(cfg: Config, state: checkpoint.TrainState, plan: Plan, data: dict[
         "tasks": list(data),
         "best": best,
         "last": state.history[-1],
+        "history": state.history,
         "per_task_best": per_task_best,
         "train_examples": {n: len(d.train) for n, d in data.items()},
         "dev_examples": {n: {s: len(e) for s, e in d.dev.items()} for n, d in data.items()},

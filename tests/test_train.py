@@ -1,0 +1,63 @@
+"""The training recipe on a tiny random encoder and real GLUE slices."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from mtl_tickets.config import load_config
+from mtl_tickets.schema import ConfigError
+from mtl_tickets.train import Plan, train
+
+
+def tiny_config(tiny_model_dir, glue_slice, out, *extra):
+    return load_config(None, [
+        f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}", f"output_dir={out}",
+        f"data.cache_dir={out.parent / 'cache'}", "data.max_seq_len=32", "train.batch_size=4",
+        "train.eval_batch_size=8", "train.epochs=1", "train.checkpoint_every=2", "train.log_every=1", *extra,
+    ])
+
+
+def test_two_task_run_writes_a_complete_run_directory(tiny_model_dir, glue_slice, tmp_path):
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte, stsb]")
+    result = train(cfg, progress=False)
+    out = result.output_dir
+    assert (out / "config.yaml").is_file() and (out / "best" / "model.safetensors").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["best"]["tasks"]) == {"rte", "stsb"}
+    assert set(results["best"]["tasks"]["stsb"]["dev"]) == {"pearson", "spearman"}
+    assert results["steps"] == results["steps_per_epoch"] == 8  # 16 rows / batch 4, two tasks
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {k for line in lines for k in line} >= {"train/rte/loss", "train/stsb/loss", "train/lr", "eval/glue_average"}
+
+
+def test_loss_falls_on_a_tiny_overfit_set(tiny_model_dir, glue_slice, tmp_path):
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[sst2]", "train.epochs=40",
+                      "train.lr=1e-3", "data.max_train_examples=8", "train.warmup=0")
+    out = train(cfg, progress=False).output_dir
+    losses = [json.loads(x)["train/sst2/loss"] for x in (out / "metrics.jsonl").read_text().splitlines() if "train/sst2/loss" in x]
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+
+
+def test_resumed_run_ends_with_the_same_weights(tiny_model_dir, glue_slice, tmp_path):
+    straight = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "a", "tasks=[rte, mrpc]"), progress=False)
+    train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "b", "tasks=[rte, mrpc]", "train.max_steps=3"), progress=False)
+    resumed = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "b", "tasks=[rte, mrpc]"), progress=False)
+    a = load_file(str(next((straight.output_dir / "checkpoints").glob("step-*")) / "model.safetensors"))
+    b = load_file(str(next((resumed.output_dir / "checkpoints").glob("step-*")) / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert straight.results["last"]["tasks"] == resumed.results["last"]["tasks"]
+
+
+def test_a_different_config_in_the_same_output_dir_is_refused(tiny_model_dir, glue_slice, tmp_path):
+    train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "train.max_steps=1"), progress=False)
+    with pytest.raises(ConfigError, match=r"another config \(train.lr: 0.0001 -> 0.0002"):
+        train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "train.lr=2e-4"), progress=False)
+
+
+def test_plan_evaluates_every_epoch_and_at_the_end():
+    cfg = load_config(None, ["train.epochs=2.5"])
+    plan = Plan.of({"a": 6, "b": 4}, cfg)
+    assert (plan.steps_per_epoch, plan.total_steps) == (10, 25)
+    assert plan.eval_steps == {10, 20, 25}
