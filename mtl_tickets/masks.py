@@ -1,0 +1,241 @@
+"""Tickets (which units a task keeps), ticket sets, their JSON file format, overlap measures and
+parameter accounting. Pure functions on boolean arrays; no torch besides `Ticket.gates()`.
+
+File format (DESIGN.md decision 9), version 1:
+
+    {"format": "mtl-tickets/ticket-set", "version": 1,
+     "encoder": {"name": "minilm-l6", "layers": 6, "heads": 12, "ffn": 1536, "hidden": 384},
+     "ffn_granularity": "neuron",
+     "tickets": {"rte": {"attn_heads": {"0": [0, 1, ...], ...},    # kept heads per layer
+                         "ffn": {"0": [0, 5, ...], ...},           # kept neurons per layer (or kept layers)
+                         "sparsity": 0.3, "params_kept": 123, "params_total": 456,
+                         "source": {...}}}}                       # scores file, seed, dev curve
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .gates import EncoderShape, Gates
+from .schema import ConfigError
+
+FORMAT = "mtl-tickets/ticket-set"
+VERSION = 1
+Granularity = Literal["layer", "neuron"]
+
+
+@dataclass(frozen=True, eq=False)
+class Ticket:
+    """The units one task keeps (True = keep).
+
+    Attributes:
+        attn_heads: (L, H) bool.
+        ffn: (L, F) bool for `neuron` granularity, (L,) bool for `layer` granularity.
+        info: free-form provenance (sparsity, kind, scores, seed, dev curve), kept in the file.
+    """
+
+    attn_heads: np.ndarray
+    ffn: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        """Same units kept (provenance ignored)."""
+        return (isinstance(other, Ticket) and np.array_equal(self.attn_heads, other.attn_heads)
+                and np.array_equal(self.ffn, other.ffn))
+
+    __hash__ = None
+
+    @property
+    def granularity(self) -> Granularity:
+        return "neuron" if self.ffn.ndim == 2 else "layer"
+
+    @classmethod
+    def full(cls, shape: EncoderShape, granularity: Granularity = "neuron") -> Ticket:
+        ffn = np.ones((shape.layers, shape.ffn) if granularity == "neuron" else shape.layers, dtype=bool)
+        return cls(np.ones((shape.layers, shape.heads), dtype=bool), ffn)
+
+    def gates(self) -> Gates:
+        import torch
+
+        return Gates(attn_heads=torch.tensor(self.attn_heads, dtype=torch.float32),
+                     ffn=torch.tensor(self.ffn, dtype=torch.float32))
+
+    def kept_params(self, shape: EncoderShape) -> int:
+        """Encoder parameters this ticket keeps (embeddings excluded, LayerNorms and output biases kept)."""
+        return params_of(self, shape)
+
+    def density(self) -> tuple[float, float]:
+        """(fraction of heads kept, fraction of FFN units kept)."""
+        return float(self.attn_heads.mean()), float(self.ffn.mean())
+
+
+# ------------------------------------------------------------------------------- parameter counts
+
+
+def unit_params(shape: EncoderShape) -> dict[str, int]:
+    """Parameters owned by one unit of each kind (weights and biases; BERT layout)."""
+    D, d, F = shape.hidden, shape.hidden // shape.heads, shape.ffn
+    return {
+        "attn_head": 3 * (D * d + d) + d * D,  # its Q, K, V rows with biases, its O columns
+        "ffn_neuron": D + 1 + D,  # its intermediate row with bias, its output column
+        "ffn_layer": F * (D + 1) + D * F + D,  # the whole FFN: both dense layers with biases
+        "fixed_per_layer": D + 2 * D + 2 * D,  # O bias, two LayerNorms (FFN output bias is in ffn_layer)
+    }
+
+
+def params_of(ticket: Ticket, shape: EncoderShape) -> int:
+    p = unit_params(shape)
+    fixed = shape.layers * p["fixed_per_layer"]
+    heads = int(ticket.attn_heads.sum()) * p["attn_head"]
+    if ticket.granularity == "layer":
+        return fixed + heads + int(ticket.ffn.sum()) * p["ffn_layer"]
+    kept_layers_bias = shape.layers * shape.hidden  # the FFN output bias stays even with no neuron left
+    return fixed + heads + int(ticket.ffn.sum()) * p["ffn_neuron"] + kept_layers_bias
+
+
+# ----------------------------------------------------------------------------------- overlap
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def overlap(tickets: dict[str, Ticket]) -> dict[str, dict]:
+    """Task x task Jaccard and shared-unit counts, heads and FFN separately, plus per-unit task counts."""
+    names = list(tickets)
+    out: dict[str, dict] = {}
+    for part in ("attn_heads", "ffn"):
+        masks = [getattr(tickets[n], part) for n in names]
+        out[part] = {
+            "tasks": names,
+            "jaccard": [[jaccard(a, b) for b in masks] for a in masks],
+            "shared": [[int(np.logical_and(a, b).sum()) for b in masks] for a in masks],
+            "tasks_keeping": np.sum(masks, axis=0).tolist(),  # per unit: how many tasks keep it
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------ ticket sets
+
+
+@dataclass
+class TicketSet:
+    """The tickets of several tasks for one encoder, with what is needed to check they fit it."""
+
+    encoder: str
+    shape: EncoderShape
+    tickets: dict[str, Ticket]
+
+    @property
+    def granularity(self) -> Granularity:
+        kinds = {t.granularity for t in self.tickets.values()}
+        if len(kinds) > 1:
+            raise ValueError(f"tickets mix FFN granularities {sorted(kinds)}")
+        return kinds.pop() if kinds else "neuron"
+
+    def save(self, path: Path) -> None:
+        data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "encoder": {"name": self.encoder, **self.shape.__dict__},
+            "ffn_granularity": self.granularity,
+            "tickets": {name: _ticket_to_json(t, self.shape) for name, t in self.tickets.items()},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, expect: EncoderShape | None = None) -> TicketSet:
+        """Read a ticket file; with `expect`, refuse tickets made for another encoder shape."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: ticket file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not a readable ticket file ({err}); was it truncated?") from None
+        try:
+            ticket_set = _from_json(data, path)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ConfigError(f"{path}: malformed ticket file (missing or wrong {err})") from None
+        if expect is not None and ticket_set.shape != expect:
+            raise ConfigError(
+                f"{path}: tickets were made for an encoder of {_describe(ticket_set.shape)} "
+                f"({ticket_set.encoder}), this encoder has {_describe(expect)}; find tickets for this encoder"
+            )
+        return ticket_set
+
+
+def _describe(s: EncoderShape) -> str:
+    return f"{s.layers} layers x {s.heads} heads, FFN {s.ffn}, hidden {s.hidden}"
+
+
+def _ticket_to_json(t: Ticket, shape: EncoderShape) -> dict:
+    kept = lambda mask: {str(l): np.flatnonzero(row).tolist() for l, row in enumerate(mask)}  # noqa: E731
+    ffn = kept(t.ffn) if t.granularity == "neuron" else np.flatnonzero(t.ffn).tolist()
+    return {"attn_heads": kept(t.attn_heads), "ffn": ffn, "params_kept": t.kept_params(shape),
+            "params_total": Ticket.full(shape, t.granularity).kept_params(shape), **t.info}
+
+
+def _from_json(data: dict, path: Path) -> TicketSet:
+    if data.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not an mtl-tickets ticket file (format {data.get('format')!r})")
+    if data.get("version") != VERSION:
+        raise ConfigError(f"{path}: ticket file version {data.get('version')} is not supported (expected {VERSION})")
+    enc = data["encoder"]
+    shape = EncoderShape(int(enc["layers"]), int(enc["heads"]), int(enc["ffn"]), int(enc["hidden"]))
+    granularity = data["ffn_granularity"]
+    if granularity not in ("layer", "neuron"):
+        raise ConfigError(f"{path}: ffn_granularity must be 'layer' or 'neuron', got {granularity!r}")
+    tickets = {}
+    for name, t in data["tickets"].items():
+        heads = _mask_from_lists(t["attn_heads"], shape.layers, shape.heads, f"{path}: {name}.attn_heads")
+        if granularity == "neuron":
+            ffn = _mask_from_lists(t["ffn"], shape.layers, shape.ffn, f"{path}: {name}.ffn")
+        else:
+            ffn = _mask_from_indices(t["ffn"], shape.layers, f"{path}: {name}.ffn")
+        info = {k: v for k, v in t.items() if k not in ("attn_heads", "ffn", "params_kept", "params_total")}
+        tickets[name] = Ticket(heads, ffn, info)
+    return TicketSet(enc.get("name", "unknown"), shape, tickets)
+
+
+def _mask_from_indices(indices, size: int, where: str) -> np.ndarray:
+    mask = np.zeros(size, dtype=bool)
+    for i in indices:
+        if not isinstance(i, int) or not 0 <= i < size:
+            raise ConfigError(f"{where}: index {i!r} is out of range [0, {size})")
+        mask[i] = True
+    return mask
+
+
+def _mask_from_lists(per_layer: dict, layers: int, size: int, where: str) -> np.ndarray:
+    mask = np.zeros((layers, size), dtype=bool)
+    for layer, indices in per_layer.items():
+        if not str(layer).isdigit() or not 0 <= int(layer) < layers:
+            raise ConfigError(f"{where}: layer {layer!r} is out of range [0, {layers})")
+        mask[int(layer)] = _mask_from_indices(indices, size, f"{where}[{layer}]")
+    return mask
+
+
+def import_reference(heads_file: Path, ffn_file: Path | None, task_names: list[str], encoder: str, shape: EncoderShape) -> TicketSet:
+    """Tickets from the reference code's `heads_to_mask.json` ({task_idx: {layer: [heads]}}, the units
+    it *masks*) and `ffn_to_mask.json` ({task_idx: [layers]}); task indices map to `task_names`."""
+    try:
+        heads = json.loads(Path(heads_file).read_text())
+        ffn = json.loads(Path(ffn_file).read_text()) if ffn_file else {}
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read reference mask files: {err}") from None
+    tickets = {}
+    for index, name in enumerate(task_names):
+        keep_heads = np.ones((shape.layers, shape.heads), dtype=bool)
+        keep_heads &= ~_mask_from_lists(heads.get(str(index), {}), shape.layers, shape.heads, f"{heads_file}: {index}")
+        keep_ffn = ~_mask_from_indices(ffn.get(str(index), []), shape.layers, f"{ffn_file}: {index}")
+        tickets[name] = Ticket(keep_heads, keep_ffn, {"source": {"imported_from": [str(heads_file), str(ffn_file)]}})
+    return TicketSet(encoder, shape, tickets)

@@ -1,0 +1,122 @@
+"""Tickets from importance scores: nested winning, losing and random tickets at a grid of sparsities.
+
+One-shot pruning (reference §3): rank all heads globally by their (layer-normalised) score and drop
+the lowest, always keeping `min_heads` per layer; rank FFN units the same way, separately. Losing
+tickets drop the *most* important first; random tickets drop the same counts chosen at random
+(without replacement, seeded; the reference code's draw with replacement is a bug). Masks at higher
+sparsity are nested in those at lower sparsity because each kind ranks units once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .gates import EncoderShape
+from .importance import Scores
+from .masks import Ticket, params_of, unit_params
+
+Kind = Literal["winning", "losing", "random"]
+SparsityMode = Literal["units", "paired", "params"]
+
+
+@dataclass(frozen=True)
+class Level:
+    """How many units one sparsity level removes."""
+
+    sparsity: float  # the level as given (fraction of units, step of the pairing, or of parameters)
+    heads: int  # attention heads removed
+    ffn: int  # FFN units removed (neurons, or whole layers)
+
+
+def reference_head_counts(percents: list[float], layers: int, heads: int, min_heads: int = 1) -> list[int]:
+    """The reference code's `determine_masking_sequence`: int(H*L*p/100), capped at H*L - min*L
+    (the sequence stops at the cap)."""
+    cap = heads * layers - min_heads * layers
+    counts = []
+    for p in percents:
+        n = int(heads * layers * p / 100)
+        if n >= cap:
+            counts.append(cap)
+            break
+        counts.append(n)
+    return counts
+
+
+def levels(sparsities: list[float], mode: SparsityMode, shape: EncoderShape, granularity: str, min_heads: int = 1) -> list[Level]:
+    """Unit counts for each sparsity.
+
+    - `units`: remove that fraction of the heads and of the FFN units.
+    - `paired`: the reference pairing, step k = 10k % of heads with k whole FFN layers (sparsity k/10).
+    - `params`: remove about that fraction of the encoder's parameters, heads and FFN units alike.
+    """
+    total_heads = shape.layers * shape.heads
+    total_ffn = shape.layers * (shape.ffn if granularity == "neuron" else 1)
+    cap = total_heads - min_heads * shape.layers
+    out = []
+    for s in sparsities:
+        if mode == "paired":
+            if granularity != "layer":
+                raise ValueError("sparsity_mode 'paired' prunes whole FFN layers: set ffn_granularity to 'layer'")
+            k = round(s * 10)
+            out.append(Level(s, min(cap, int(total_heads * k / 10)), min(k, total_ffn)))
+            continue
+        fraction = s if mode == "units" else _fraction_for_params(s, shape, granularity)
+        out.append(Level(s, min(cap, int(total_heads * fraction)), min(total_ffn, int(total_ffn * fraction))))
+    return out
+
+
+def _fraction_for_params(target: float, shape: EncoderShape, granularity: str) -> float:
+    """The fraction of heads and FFN units whose removal removes `target` of the encoder parameters."""
+    full = Ticket.full(shape, granularity)
+    total = params_of(full, shape)
+    p = unit_params(shape)
+    prunable = shape.layers * (shape.heads * p["attn_head"]
+                               + (shape.ffn * p["ffn_neuron"] if granularity == "neuron" else p["ffn_layer"]))
+    return min(1.0, target * total / prunable)
+
+
+def prune_order(scores: np.ndarray, kind: Kind, seed: int) -> np.ndarray:
+    """Flat unit indices in the order they are removed."""
+    flat = scores.ravel()
+    if kind == "random":
+        return np.random.default_rng(seed).permutation(flat.size)
+    order = np.argsort(flat, kind="stable")  # least important first
+    return order[::-1].copy() if kind == "losing" else order
+
+
+def head_mask(scores: np.ndarray, n_remove: int, kind: Kind, seed: int, min_heads: int = 1) -> np.ndarray:
+    """(L, H) keep-mask removing `n_remove` heads in `kind` order, protecting `min_heads` per layer:
+    the last ones in that order (winning: the most important; losing: the least; random: at random)."""
+    L, H = scores.shape
+    order = prune_order(scores, kind, seed)
+    protected, seen = set(), np.zeros(L, dtype=int)
+    for unit in order[::-1]:  # the last in removal order are protected
+        if seen[unit // H] < min_heads:
+            protected.add(int(unit))
+            seen[unit // H] += 1
+    removable = [u for u in order if int(u) not in protected]
+    keep = np.ones(L * H, dtype=bool)
+    keep[removable[:n_remove]] = False
+    return keep.reshape(L, H)
+
+
+def ffn_mask(scores: np.ndarray, n_remove: int, kind: Kind, seed: int) -> np.ndarray:
+    """Keep-mask over FFN units (neurons (L, F) or layers (L,)), no minimum (as the reference)."""
+    keep = np.ones(scores.size, dtype=bool)
+    keep[prune_order(scores, kind, seed)[:n_remove]] = False
+    return keep.reshape(scores.shape)
+
+
+def nested_tickets(scores: Scores, grid: list[Level], kind: Kind, seed: int = 0, min_heads: int = 1) -> dict[float, Ticket]:
+    """One ticket per level; every ticket's units are a subset of the previous (sparser in denser)."""
+    return {
+        level.sparsity: Ticket(
+            head_mask(scores.attn_heads, level.heads, kind, seed, min_heads),
+            ffn_mask(scores.ffn, level.ffn, kind, seed + 1),
+            {"kind": kind, "sparsity": level.sparsity, "heads_removed": level.heads, "ffn_removed": level.ffn},
+        )
+        for level in grid
+    }
