@@ -39,10 +39,15 @@ class DataConfig:
     max_eval_examples: int | None = None  # the same for each dev set
     subsample_seed: int = 0  # the seed of those subsamples (mini-GLUE v1 draws them with seed 0)
     cache_dir: str | None = None  # tokenized datasets; None: $MTL_TICKETS_CACHE or ~/.cache/mtl_tickets
+    # Carve this fraction of each train set (seeded by subsample_seed) into a `heldout` split that is
+    # evaluated beside dev: ticket selection on it leaves dev as an honest test (tickets.select_on).
+    holdout: float = 0.0
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_seq_len <= 4096:
             raise ValueError(f"max_seq_len must be in [8, 4096], got {self.max_seq_len}")
+        if not 0 <= self.holdout < 0.5:
+            raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
         for key in ("max_train_examples", "max_eval_examples"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -90,16 +95,51 @@ class TrainConfig:
 
 
 @dataclass
+class TicketsConfig:
+    """The super-ticket search (`mtl-tickets tickets find`), ../shared/reference/super_tickets_method.md."""
+
+    ffn_granularity: Literal["neuron", "layer"] = "neuron"  # FFN neurons (finer) or whole FFN layers (the paper)
+    # `units`: that fraction of heads and of FFN units; `paired`: the paper's 10 % of heads with one FFN
+    # layer per step (needs layer granularity); `params`: that fraction of encoder parameters.
+    sparsity_mode: Literal["units", "paired", "params"] = "units"
+    sparsities: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])  # winning tickets
+    control_sparsities: list[float] = field(default_factory=lambda: [0.3, 0.5])  # random and losing tickets
+    kinds: list[Literal["winning", "random", "losing"]] = field(default_factory=lambda: ["winning", "random", "losing"])
+    min_heads_per_layer: int = 1
+    legacy_cumulative: bool = False  # the reference code's un-zeroed gradient accumulation (§2.3)
+    score_examples: int | None = None  # score on a fixed-seed subsample of train (None: all of it)
+    select_on: Literal["dev", "heldout"] = "dev"  # heldout needs data.holdout > 0
+    confirm_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # rerun full model and super ticket
+    random_seed: int = 0  # the draw of random tickets
+
+    def __post_init__(self) -> None:
+        for s in [*self.sparsities, *self.control_sparsities]:
+            if not 0 < s < 1:
+                raise ValueError(f"sparsities must be in (0, 1), got {s}")
+        if self.sparsity_mode == "paired" and self.ffn_granularity != "layer":
+            raise ValueError("sparsity_mode 'paired' removes whole FFN layers: set ffn_granularity: layer")
+        if self.min_heads_per_layer < 0:
+            raise ValueError(f"min_heads_per_layer must be >= 0, got {self.min_heads_per_layer}")
+
+
+@dataclass
 class Config:
     tasks: list[str] = field(default_factory=lambda: ["rte"])  # task names or tags (`glue`)
     output_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # full: every task uses the whole encoder (MT-DNN); tickets: each task trains and predicts through
+    # its ticket from `tickets_file` (the paper's Tickets-Share, or one task's ticket when rewinding).
+    sharing: Literal["full", "tickets"] = "full"
+    tickets_file: str | None = None
+    tickets: TicketsConfig = field(default_factory=TicketsConfig)
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("tasks is empty: name at least one task, e.g. tasks: [rte]")
+        if self.sharing == "tickets" and not self.tickets_file:
+            raise ValueError("sharing 'tickets' needs tickets_file: a ticket set from `mtl-tickets tickets find`")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .config import DataConfig
+from .metrics import HELDOUT
 from .registry import Column, TaskSpec
 from .schema import ConfigError
 
@@ -256,11 +257,16 @@ def load_task(spec: TaskSpec, tokenizer, cfg: DataConfig, with_test: bool = Fals
     train = load_encoded(spec, train_split, True, tokenizer, cfg) if train_split and spec.trainable else None
     if train is not None and cfg.max_train_examples:
         train = subsample(train, cfg.max_train_examples, cfg.subsample_seed)
+    heldout = None
+    if train is not None and cfg.holdout:
+        train, heldout = split_off(train, cfg.holdout, cfg.subsample_seed)
     dev = {}
     for split in dev_splits:
         dev[split] = load_encoded(spec, split, True, tokenizer, cfg)
         if cfg.max_eval_examples:
             dev[split] = subsample(dev[split], cfg.max_eval_examples, cfg.subsample_seed)
+    if heldout is not None:
+        dev[HELDOUT] = heldout
     test = {}
     for split in test_splits if with_test else []:
         if from_tsv and find_split_file(glue_dir / spec.tsv.dir, split) is None:
@@ -268,6 +274,13 @@ def load_task(spec: TaskSpec, tokenizer, cfg: DataConfig, with_test: bool = Fals
             continue
         test[split] = load_encoded(spec, split, False, tokenizer, cfg)
     return TaskData(spec, train, dev, test)
+
+
+def split_off(data: Encoded, fraction: float, seed: int) -> tuple[Encoded, Encoded]:
+    """(rest, held-out slice of `fraction`), drawn with a fixed seed, each in file order."""
+    order = np.random.default_rng([seed, 1]).permutation(len(data))
+    k = max(1, round(fraction * len(data)))
+    return data.subset(np.sort(order[k:])), data.subset(np.sort(order[:k]))
 
 
 def subsample(data: Encoded, k: int, seed: int) -> Encoded:

@@ -9,6 +9,8 @@ from .config import Config, load_config
 from .data import load_task
 from .encoders import load_tokenizer
 from .evaluation import evaluate, predict, write_submission
+from .gates import EncoderShape, Gates
+from .masks import TicketSet
 from .model import MultiTaskModel
 from .schema import ConfigError
 
@@ -34,11 +36,20 @@ def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") 
     return cfg, model.eval()
 
 
+def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates]:
+    """The tickets a run trained with (its own copy), as gates per task; none for `sharing: full`."""
+    if cfg.sharing != "tickets":
+        return {}
+    tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets
+    return {name: tickets[name].gates() for name in model.specs}
+
+
 def evaluate_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> dict:
     cfg, model = load_run(run_dir, glue_dir, weights)
     tokenizer = load_tokenizer(cfg.model.name)
+    gates = run_gates(cfg, model, run_dir)
     return {
-        name: evaluate(model, load_task(spec, tokenizer, cfg.data), cfg.train.eval_batch_size)
+        name: evaluate(model, load_task(spec, tokenizer, cfg.data), cfg.train.eval_batch_size, gates.get(name))
         for name, spec in model.specs.items()
     }
 
@@ -47,6 +58,7 @@ def predict_run(run_dir: Path, out_dir: Path | None = None, glue_dir: str | None
     """GLUE submission files for every task of the run, plus prediction-only sets (AX) it can serve."""
     cfg, model = load_run(run_dir, glue_dir)
     tokenizer = load_tokenizer(cfg.model.name)
+    gates = run_gates(cfg, model, run_dir)
     out_dir = out_dir or run_dir / "predictions"
     borrowers = [s for s in registry.all_tasks().values() if s.predict_with in model.specs]
     written = []
@@ -55,6 +67,6 @@ def predict_run(run_dir: Path, out_dir: Path | None = None, glue_dir: str | None
         task = load_task(spec, tokenizer, cfg.data, with_test=True)
         test_splits = list(spec.tsv.test if spec.tsv and cfg.data.resolved_glue_dir() else spec.hub.test)
         for split, data in task.test.items():
-            pred = predict(model, data, head, cfg.train.eval_batch_size)
+            pred = predict(model, data, head, cfg.train.eval_batch_size, gates.get(head))
             written.append(write_submission(spec, test_splits.index(split), pred, out_dir))
     return written

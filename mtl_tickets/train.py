@@ -25,6 +25,8 @@ from . import gates as gating
 from .config import Config, save_config
 from .data import TaskData, TaskStream, load_task
 from .encoders import load_encoder, load_tokenizer
+from .gates import EncoderShape
+from .masks import TicketSet
 from .evaluation import evaluate
 from .logger import JsonlLogger, Loggers, TensorBoardLogger
 from .metrics import glue_average, task_score
@@ -70,14 +72,19 @@ class RunResult:
     results: dict  # the content of results.json
 
 
-def train(cfg: Config, task_gates: dict[str, gating.Gates] | None = None, progress: bool = True) -> RunResult:
-    """Fine-tune, evaluating on each task's dev sets; `task_gates` applies a fixed mask per task."""
+def train(cfg: Config, progress: bool = True) -> RunResult:
+    """Fine-tune, evaluating on each task's dev sets. With `sharing: tickets` every task trains and
+    is evaluated through its own ticket. A finished run in the same directory is returned as it is."""
     out = prepare_output_dir(cfg)
+    finished = _finished_results(out)
+    if finished is not None:
+        return RunResult(out, finished)
     specs = [s for s in registry.resolve(cfg.tasks) if s.trainable]
     tokenizer = load_tokenizer(cfg.model.name)
     data = {s.name: load_task(s, tokenizer, cfg.data) for s in specs}
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, specs)
+    task_gates = ticket_gates(cfg, model, out)
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
     plan = Plan.of({name: len(s) for name, s in streams.items()}, cfg)
     optimizer = build_optimizer(model, cfg.train)
@@ -85,7 +92,6 @@ def train(cfg: Config, task_gates: dict[str, gating.Gates] | None = None, progre
     state = resume_or_start(out, model, optimizer, scheduler, streams)
     sampler = build_sampler(cfg.train.sampler, {name: len(s) for name, s in streams.items()})
     loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl"))
-    task_gates = task_gates or {}
     names = list(streams)
     bar = tqdm(total=plan.last_step, initial=state.step, disable=not progress, desc="train", dynamic_ncols=True)
     with StopOnSignal() as stop, bar:
@@ -111,11 +117,33 @@ def train(cfg: Config, task_gates: dict[str, gating.Gates] | None = None, progre
     return RunResult(out, results)
 
 
+def _finished_results(out: Path) -> dict | None:
+    """The results of a run that went through its whole schedule (not one cut short by max_steps)."""
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return results if results.get("complete") else None
+
+
 def build_model(cfg: Config, specs: list[registry.TaskSpec]) -> MultiTaskModel:
     """The pre-trained encoder and freshly initialised task heads (the same for the same seed)."""
     model = MultiTaskModel(load_encoder(cfg.model.name), specs, cfg.model.pooling, cfg.model.head_dropout)
     model.reset_task_heads(cfg.train.seed)
     return model.to(device())
+
+
+def ticket_gates(cfg: Config, model: MultiTaskModel, out: Path) -> dict[str, gating.Gates]:
+    """Each task's gates under `sharing: tickets` (checked against the encoder; a copy kept in the run)."""
+    if cfg.sharing != "tickets":
+        return {}
+    ticket_set = TicketSet.load(Path(cfg.tickets_file), expect=EncoderShape.of(model.encoder))
+    missing = [name for name in model.specs if name not in ticket_set.tickets]
+    if missing:
+        raise ConfigError(f"{cfg.tickets_file} has no ticket for {missing}; it has {sorted(ticket_set.tickets)}")
+    if Path(cfg.tickets_file).resolve() != (out / "tickets.json").resolve():
+        ticket_set.save(out / "tickets.json")
+    return {name: ticket_set.tickets[name].gates() for name in model.specs}
 
 
 def device() -> torch.device:
@@ -228,6 +256,7 @@ def summarize(cfg: Config, state: checkpoint.TrainState, plan: Plan, data: dict[
         "train_examples": {n: len(d.train) for n, d in data.items()},
         "dev_examples": {n: {s: len(e) for s, e in d.dev.items()} for n, d in data.items()},
         "steps": state.step,
+        "complete": state.step == plan.total_steps,
         "steps_per_epoch": plan.steps_per_epoch,
         "config": to_dict(cfg),
         "versions": versions(),
