@@ -171,6 +171,106 @@ def predict(run_dir, out_dir, glue_dir) -> None:
         click.echo(str(path))
 
 
+@main.group()
+def tickets() -> None:
+    """Find, show and import super tickets.
+
+    \b
+    Example:
+      mtl-tickets tickets find --task rte --glue-dir ../shared/data/glue --output-dir runs/tickets
+    """
+
+
+@tickets.command("find")
+@run_options
+@click.option("--ffn-granularity", type=click.Choice(["neuron", "layer"]), help="Prune FFN neurons or whole FFN layers.")
+@click.option("--sparsities", help="Comma-separated winning-ticket sparsities, e.g. 0.1,0.2,0.3.")
+@click.option("--sparsity-mode", type=click.Choice(["units", "paired", "params"]),
+              help="Fraction of units, the paper's heads+FFN-layer pairing, or fraction of parameters.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly_errors
+def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, sparsity_mode, quiet, **flags) -> None:
+    """Find each task's super ticket: fine-tune, score, prune, rewind, re-fine-tune, pick the best.
+
+    Every (kind, sparsity, seed) cell is its own resumable run under OUTPUT_DIR/<task>/; rerun the
+    same command to continue a killed sweep. Writes OUTPUT_DIR/tickets.json, <task>_curve.csv/.png
+    and TensorBoard figures.
+
+    \b
+    Examples:
+      mtl-tickets tickets find --task rte --glue-dir ../shared/data/glue --output-dir runs/tickets
+      mtl-tickets tickets find --config configs/tickets_mini_glue.yaml --ffn-granularity layer --sparsity-mode paired
+    """
+    from .tickets import find_super_tickets
+
+    extra = list(overrides)
+    if ffn_granularity:
+        extra.append(f"tickets.ffn_granularity={ffn_granularity}")
+    if sparsity_mode:
+        extra.append(f"tickets.sparsity_mode={sparsity_mode}")
+    if sparsities:
+        extra.append(f"tickets.sparsities=[{sparsities}]")
+    cfg = build_config(config_file, tasks, tuple(extra), **flags)
+    ticket_set = find_super_tickets(cfg, progress=not quiet)
+    for task, t in ticket_set.tickets.items():
+        confirm = t.info["confirm"]
+        line = "  ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in confirm.items())
+        click.echo(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {line} (seeds {confirm['full']['seeds']})")
+    click.echo(f"ticket set: {Path(cfg.output_dir) / 'tickets.json'}")
+
+
+@tickets.command("show")
+@click.argument("ticket_file", type=click.Path(dir_okay=False))
+@friendly_errors
+def tickets_show(ticket_file) -> None:
+    """Print each ticket as a layer x head map with its FFN share and parameter count.
+
+    \b
+    Example:
+      mtl-tickets tickets show runs/tickets/tickets.json
+    """
+    from .masks import Ticket, TicketSet
+
+    ticket_set = TicketSet.load(Path(ticket_file))
+    shape = ticket_set.shape
+    click.echo(f"encoder {ticket_set.encoder}: {shape.layers} layers x {shape.heads} heads, FFN {shape.ffn}, "
+               f"FFN granularity {ticket_set.granularity}")
+    for task, t in ticket_set.tickets.items():
+        total = Ticket.full(shape, t.granularity).kept_params(shape)
+        heads, ffn = t.density()
+        click.echo(f"\n{task}: heads kept {heads:.0%}, FFN kept {ffn:.0%}, encoder parameters "
+                   f"{t.kept_params(shape):,} / {total:,} ({t.kept_params(shape) / total:.1%})"
+                   + (f", {t.info['kind']} at sparsity {t.info['sparsity']:g}" if "kind" in t.info else ""))
+        for layer in range(shape.layers):
+            row = "".join("#" if k else "." for k in t.attn_heads[layer])
+            share = t.ffn[layer].mean() if t.ffn.ndim == 2 else float(t.ffn[layer])
+            click.echo(f"  layer {layer:2d}  heads {row}  FFN {share:4.0%}")
+
+
+@tickets.command("import")
+@click.option("--heads", "heads_file", required=True, type=click.Path(dir_okay=False), help="Reference heads_to_mask.json.")
+@click.option("--ffn", "ffn_file", type=click.Path(dir_okay=False), help="Reference ffn_to_mask.json.")
+@click.option("--tasks", "task_names", required=True, help="Task names in the reference's task-index order, comma-separated.")
+@click.option("--model", default="minilm-l6", show_default=True, help="The encoder the masks were made for.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Ticket file to write.")
+@friendly_errors
+def tickets_import(heads_file, ffn_file, task_names, model, out_file) -> None:
+    """Convert the reference code's heads_to_mask.json / ffn_to_mask.json into a ticket file.
+
+    \b
+    Example:
+      mtl-tickets tickets import --heads mask_14_heads/heads_to_mask.json --ffn mask_1_ffn/ffn_to_mask.json \\
+        --tasks mnli,rte --model bert-base-uncased --out tickets.json
+    """
+    from .encoders import load_shape
+    from .masks import import_reference
+
+    shape = load_shape(model)
+    names = [n.strip() for n in task_names.split(",") if n.strip()]
+    import_reference(Path(heads_file), Path(ffn_file) if ffn_file else None, names, model, shape).save(Path(out_file))
+    click.echo(f"wrote {out_file}")
+
+
 @main.command()
 @click.option("--tag", help="Only tasks with this tag.")
 def tasks(tag: str | None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DEFAULT_MODEL
+from .gates import EncoderShape
 from .schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,3 +47,9 @@ def load_encoder(name: str) -> PreTrainedModel:
     """The pre-trained encoder. Gates hook the projections around attention, so SDPA kernels stay usable."""
     config = _load(AutoConfig, name)
     return _load(AutoModel, name, config=config, attn_implementation="sdpa")
+
+
+def load_shape(name: str) -> EncoderShape:
+    """Unit counts of an encoder from its config alone (no weights loaded)."""
+    c = _load(AutoConfig, name)
+    return EncoderShape(c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.hidden_size)

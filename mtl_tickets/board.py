@@ -1,0 +1,87 @@
+"""Figures for TensorBoard and for files: phase-transition curves, ticket maps, overlap heatmaps.
+
+matplotlib with the Agg backend (no display); every figure has a title, axis labels, task names
+and a colour bar where colour carries a number, so it reads on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .masks import Ticket  # noqa: E402
+
+KIND_STYLE = {"winning": ("tab:green", "o"), "random": ("tab:blue", "s"), "losing": ("tab:red", "v")}
+
+
+def phase_transition_figure(rows: Sequence[dict], task: str, metric: str):
+    """Dev metric against the fraction of encoder weights kept, one line per ticket kind, the full
+    model as a horizontal line (rows: kind, kept, score[, score_std])."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    full = [r for r in rows if r["kind"] == "full"]
+    for kind, (colour, marker) in KIND_STYLE.items():
+        points = sorted((r["kept"], r["score"], r.get("score_std", 0.0)) for r in rows if r["kind"] == kind)
+        if points:
+            x, y, err = map(np.array, zip(*points))
+            ax.errorbar(x, y, yerr=err, color=colour, marker=marker, label=f"{kind} tickets", capsize=3)
+    if full:
+        ax.axhline(full[0]["score"], color="black", linestyle="--", label="full model")
+    ax.set_xlabel("fraction of encoder weights kept")
+    ax.set_ylabel(f"dev {metric}")
+    ax.set_title(f"{task}: phase transition")
+    ax.invert_xaxis()  # sparser to the right, as in the paper
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def ticket_map_figure(ticket: Ticket, task: str):
+    """Layer x head map of the kept heads, and the kept FFN fraction per layer beside it."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110, gridspec_kw={"width_ratios": [3, 1]})
+    heads = ticket.attn_heads.astype(float)
+    image = left.imshow(heads, cmap="Greens", vmin=0, vmax=1, aspect="auto")
+    left.set_xlabel("attention head")
+    left.set_ylabel("layer")
+    left.set_xticks(range(heads.shape[1]))
+    left.set_yticks(range(heads.shape[0]))
+    left.set_title(f"{task}: kept heads ({int(heads.sum())}/{heads.size})")
+    fig.colorbar(image, ax=left, ticks=[0, 1], label="kept")
+    ffn = ticket.ffn.mean(axis=1) if ticket.ffn.ndim == 2 else ticket.ffn.astype(float)
+    right.barh(range(len(ffn)), ffn, color="tab:green")
+    right.set_xlim(0, 1)
+    right.set_ylim(len(ffn) - 0.5, -0.5)
+    right.set_xlabel("FFN kept")
+    right.set_title("FFN")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: str, vmax: float | None = 1.0):
+    """A labelled task x task heatmap with the value in each cell."""
+    data = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1.0 + 0.7 * len(labels)), dpi=110)
+    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=vmax)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            value = data[i, j]
+            text = f"{value:.2f}" if value < 10 else f"{value:.0f}"
+            ax.text(j, i, text, ha="center", va="center", color="white" if value < 0.6 * (vmax or data.max()) else "black", fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,196 @@
+"""The super-ticket recipe (paper §3): fine-tune, score units, prune at each sparsity, rewind to the
+pre-trained weights, re-fine-tune each ticket, keep the best winning ticket (the full model counts).
+
+    ticket_set = find_super_tickets(load_config("configs/tickets_rte.yaml"))
+
+Every cell (kind, sparsity, seed) is an ordinary run directory under `<output_dir>/<task>/`, so a
+killed sweep resumes and a finished cell is never trained twice. Rewinding is `train()` itself: it
+builds the model from the pre-trained encoder and re-initialises the task head with the same seed,
+so data order and head init match the run that found the ticket.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import registry
+from .config import Config
+from .data import load_task, subsample
+from .encoders import load_tokenizer
+from .gates import EncoderShape
+from .importance import Scores, score_units
+from .inference import load_run
+from .masks import Ticket, TicketSet
+from .metrics import HELDOUT, task_score
+from .pruning import levels, nested_tickets
+from .schema import ConfigError
+from .train import train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One re-fine-tuned ticket: its kind and sparsity, what it keeps, and how it scored."""
+
+    kind: str  # full | winning | random | losing
+    sparsity: float
+    seed: int
+    kept: float  # fraction of encoder parameters kept
+    dev_best: float  # best-epoch dev score (the paper's selection; optimistic)
+    dev_last: float
+    heldout_best: float | None  # best-epoch score on the held-out train slice, if any
+    dev_at_heldout_best: float | None  # dev score at the epoch the held-out slice picked (honest)
+
+    def selection_score(self, select_on: str) -> float:
+        return self.heldout_best if select_on == "heldout" else self.dev_best
+
+    def reported_score(self, select_on: str) -> float:
+        return self.dev_at_heldout_best if select_on == "heldout" else self.dev_best
+
+
+def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
+    """Each task's super ticket, with its phase-transition curve, as one ticket set."""
+    if cfg.tickets.select_on == "heldout" and not cfg.data.holdout:
+        raise ConfigError("tickets.select_on: heldout needs data.holdout > 0 (e.g. --set data.holdout=0.1)")
+    root = Path(cfg.output_dir)
+    super_tickets, shape = {}, None
+    for spec in (s for s in registry.resolve(cfg.tasks) if s.trainable):
+        task_root = root / spec.name
+        full_run = train(cell_config(cfg, spec.name, task_root / "full-s{seed}"), progress).output_dir
+        scores, shape = task_scores(cfg, spec, full_run, task_root / "scores.json", progress)
+        candidates = candidate_tickets(cfg, scores, shape)
+        cells = [run_cell(cfg, spec.name, kind, s, t, shape, task_root, cfg.train.seed, progress)
+                 for (kind, s), t in candidates.items()]
+        best = max((c for c in cells if c.kind in ("full", "winning")), key=lambda c: c.selection_score(cfg.tickets.select_on))
+        confirm = confirm_with_seeds(cfg, spec.name, best, candidates, shape, task_root, progress)
+        ticket = candidates[(best.kind, best.sparsity)]
+        super_tickets[spec.name] = Ticket(ticket.attn_heads, ticket.ffn, {
+            "kind": best.kind, "sparsity": best.sparsity, "selected_on": cfg.tickets.select_on,
+            "metric": spec.metrics[0], "seed": cfg.train.seed, "scores": str(task_root / "scores.json"),
+            "curve": [c.__dict__ for c in cells], "confirm": confirm})
+        write_curve(root, spec.name, spec.metrics[0], cells, confirm, cfg.tickets.select_on)
+    if shape is None:
+        raise ConfigError(f"no trainable task in {cfg.tasks}")
+    ticket_set = TicketSet(cfg.model.name, shape, super_tickets)
+    ticket_set.save(root / "tickets.json")
+    write_board(root, ticket_set)
+    return ticket_set
+
+
+def cell_config(cfg: Config, task: str, out_dir: Path, seed: int | None = None, tickets_file: Path | None = None) -> Config:
+    """The single-task run config of one cell (`{seed}` in the folder name is filled in)."""
+    cell = copy.deepcopy(cfg)
+    cell.tasks = [task]
+    cell.train.seed = cfg.train.seed if seed is None else seed
+    cell.output_dir = str(out_dir).format(seed=cell.train.seed)
+    if tickets_file is not None:
+        cell.sharing, cell.tickets_file = "tickets", str(tickets_file)
+    return cell
+
+
+def task_scores(cfg: Config, spec: registry.TaskSpec, full_run: Path, path: Path, progress: bool) -> tuple[Scores, EncoderShape]:
+    """Importance scores on the fine-tuned full model over the training set (cached in `path`)."""
+    _, model = load_run(full_run)
+    shape = EncoderShape.of(model.encoder)
+    if path.is_file():
+        return Scores.from_json(json.loads(path.read_text())), shape
+    train_data = load_task(spec, load_tokenizer(cfg.model.name), cfg.data).train
+    if cfg.tickets.score_examples:
+        train_data = subsample(train_data, cfg.tickets.score_examples, cfg.data.subsample_seed)
+    scores = score_units(model, spec.name, train_data, cfg.tickets.ffn_granularity, cfg.train.batch_size,
+                         cfg.tickets.legacy_cumulative, progress=progress)
+    path.write_text(json.dumps(scores.to_json()))
+    return scores, shape
+
+
+def candidate_tickets(cfg: Config, scores: Scores, shape: EncoderShape) -> dict[tuple[str, float], Ticket]:
+    """The full model, then the nested tickets of every kind at its sparsities."""
+    tc = cfg.tickets
+    candidates = {("full", 0.0): Ticket.full(shape, tc.ffn_granularity)}
+    for kind in tc.kinds:
+        grid = levels(tc.sparsities if kind == "winning" else tc.control_sparsities, tc.sparsity_mode, shape,
+                      tc.ffn_granularity, tc.min_heads_per_layer)
+        for sparsity, ticket in nested_tickets(scores, grid, kind, tc.random_seed, tc.min_heads_per_layer).items():
+            candidates[(kind, sparsity)] = ticket
+    return candidates
+
+
+def run_cell(cfg: Config, task: str, kind: str, sparsity: float, ticket: Ticket, shape: EncoderShape,
+             task_root: Path, seed: int, progress: bool) -> Cell:
+    """Rewind and re-fine-tune one ticket (or the full model); reuses a finished run."""
+    if kind == "full":
+        out, tickets_file = task_root / f"full-s{seed}", None
+    else:
+        name = f"{kind}-{sparsity:g}"
+        tickets_file = task_root / "tickets" / f"{name}.json"
+        if not tickets_file.is_file():
+            TicketSet(cfg.model.name, shape, {task: ticket}).save(tickets_file)
+        out = task_root / f"{name}-s{seed}"
+    results = train(cell_config(cfg, task, out, seed, tickets_file), progress).results
+    history = results["history"]
+    dev = [task_score(r["tasks"][task]) for r in history]
+    held = [task_score(r["tasks"][task], HELDOUT) for r in history] if HELDOUT in history[0]["tasks"][task] else None
+    full_params = Ticket.full(shape, ticket.granularity).kept_params(shape)
+    return Cell(kind, sparsity, seed, ticket.kept_params(shape) / full_params, max(dev), dev[-1],
+                max(held) if held else None, dev[int(np.argmax(held))] if held else None)
+
+
+def confirm_with_seeds(cfg: Config, task: str, best: Cell, candidates, shape, task_root: Path, progress: bool) -> dict:
+    """The full model and the super ticket rerun with every confirm seed: mean and std of the reported score."""
+    out = {}
+    for kind, sparsity in dict.fromkeys([("full", 0.0), (best.kind, best.sparsity)]):
+        cells = [run_cell(cfg, task, kind, sparsity, candidates[(kind, sparsity)], shape, task_root, seed, progress)
+                 for seed in cfg.tickets.confirm_seeds]
+        scores = [c.reported_score(cfg.tickets.select_on) for c in cells]
+        out[kind if kind == "full" else "super"] = {
+            "kind": kind, "sparsity": sparsity, "seeds": cfg.tickets.confirm_seeds, "scores": scores,
+            "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+    return out
+
+
+def write_curve(root: Path, task: str, metric: str, cells: list[Cell], confirm: dict, select_on: str) -> None:
+    """`<task>_curve.csv` and `<task>_curve.png` beside the ticket file."""
+    from .board import phase_transition_figure, save_figure
+
+    with (root / f"{task}_curve.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["kind", "sparsity", "seed", "kept", "dev_best", "dev_last", "heldout_best", "dev_at_heldout_best"])
+        for c in sorted(cells, key=lambda c: (c.kind, c.sparsity)):
+            writer.writerow([c.kind, c.sparsity, c.seed, f"{c.kept:.4f}", f"{c.dev_best:.2f}", f"{c.dev_last:.2f}",
+                             _fmt(c.heldout_best), _fmt(c.dev_at_heldout_best)])
+    rows = [{"kind": c.kind, "kept": c.kept, "score": c.reported_score(select_on)} for c in cells]
+    save_figure(phase_transition_figure(rows, task, metric), root / f"{task}_curve.png")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def write_board(root: Path, ticket_set: TicketSet) -> None:
+    """TensorBoard: each task's phase-transition curve, ticket map and importance histograms."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .board import phase_transition_figure, ticket_map_figure
+
+    writer = SummaryWriter(log_dir=str(root / "tensorboard"))
+    for task, ticket in ticket_set.tickets.items():
+        select_on = ticket.info["selected_on"]
+        cells = [Cell(**c) for c in ticket.info["curve"]]
+        rows = [{"kind": c.kind, "kept": c.kept, "score": c.reported_score(select_on)} for c in cells]
+        writer.add_figure(f"tickets/{task}/phase_transition", phase_transition_figure(rows, task, ticket.info["metric"]))
+        writer.add_figure(f"tickets/{task}/super_ticket", ticket_map_figure(ticket, task))
+        for c in cells:
+            writer.add_scalar(f"tickets/{task}/{c.kind}", c.reported_score(select_on), round(100 * (1 - c.kept)))
+        scores = Scores.from_json(json.loads(Path(ticket.info["scores"]).read_text()))
+        writer.add_histogram(f"importance/{task}/attn_heads", scores.attn_heads, 0)
+        writer.add_histogram(f"importance/{task}/ffn", scores.ffn, 0)
+    writer.close()

@@ -1,0 +1,92 @@
+"""The super-ticket recipe end to end on a tiny encoder, rewinding, and the tickets CLI."""
+
+import csv
+import json
+
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mtl_tickets.config import load_config
+from mtl_tickets.masks import TicketSet
+from mtl_tickets.tickets import find_super_tickets
+from mtl_tickets.train import build_model
+
+from .test_cli import cli
+
+
+def sweep_config(tiny_model_dir, glue_slice, out, *extra):
+    return load_config(None, [
+        f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}", f"output_dir={out}",
+        f"data.cache_dir={out.parent / 'cache'}", "data.max_seq_len=32", "train.batch_size=8", "train.epochs=2",
+        "tasks=[rte]", "tickets.sparsities=[0.25, 0.5]", "tickets.control_sparsities=[0.5]",
+        "tickets.confirm_seeds=[1, 2]", *extra,
+    ])
+
+
+def test_sweep_writes_tickets_curves_and_board(tiny_model_dir, glue_slice, tmp_path):
+    out = tmp_path / "sweep"
+    ticket_set = find_super_tickets(sweep_config(tiny_model_dir, glue_slice, out), progress=False)
+    ticket = ticket_set.tickets["rte"]
+    assert ticket.info["kind"] in ("full", "winning")
+    kinds = {(c["kind"], c["sparsity"]) for c in ticket.info["curve"]}
+    assert kinds == {("full", 0.0), ("winning", 0.25), ("winning", 0.5), ("random", 0.5), ("losing", 0.5)}
+    assert set(ticket.info["confirm"]) >= {"full"} and ticket.info["confirm"]["full"]["seeds"] == [1, 2]
+    loaded = TicketSet.load(out / "tickets.json")
+    assert loaded.tickets["rte"] == ticket
+    rows = list(csv.DictReader((out / "rte_curve.csv").open()))
+    assert len(rows) == 5 and float(rows[0]["kept"]) <= 1
+    assert (out / "rte_curve.png").stat().st_size > 1000
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "histograms": 0}).Reload()
+    assert {"tickets/rte/phase_transition", "tickets/rte/super_ticket"} <= set(events.Tags()["images"])
+    assert "importance/rte/attn_heads" in events.Tags()["histograms"]
+    # a second call reuses every finished cell (no new run directories, same answer)
+    runs = sorted(p.name for p in (out / "rte").iterdir())
+    assert find_super_tickets(sweep_config(tiny_model_dir, glue_slice, out), progress=False).tickets["rte"] == ticket
+    assert sorted(p.name for p in (out / "rte").iterdir()) == runs
+
+
+def test_ticket_cells_train_through_their_mask(tiny_model_dir, glue_slice, tmp_path):
+    out = tmp_path / "sweep"
+    find_super_tickets(sweep_config(tiny_model_dir, glue_slice, out, "tickets.kinds=[losing]",
+                                    "tickets.confirm_seeds=[1]"), progress=False)
+    ticket = TicketSet.load(out / "rte" / "tickets" / "losing-0.5.json").tickets["rte"]
+    weights = load_file(str(out / "rte" / "losing-0.5-s1" / "best" / "model.safetensors"))
+    cfg = sweep_config(tiny_model_dir, glue_slice, out)
+    pretrained = build_model(cfg, []).state_dict()
+    layer, head = map(int, next(zip(*(~ticket.attn_heads).nonzero())))
+    d = 32 // 4
+    key = f"encoder.encoder.layer.{layer}.attention.output.dense.weight"
+    # a masked head gets no gradient: only weight decay moves its output columns
+    masked_cols = weights[key][:, head * d:(head + 1) * d]
+    assert torch.allclose(masked_cols, pretrained[key][:, head * d:(head + 1) * d], rtol=0.01)
+
+
+def test_rewinding_restores_the_pretrained_weights_bit_for_bit(tiny_model_dir, glue_slice, tmp_path):
+    cfg = sweep_config(tiny_model_dir, glue_slice, tmp_path / "x")
+    from mtl_tickets import registry
+
+    first = build_model(cfg, registry.resolve(["rte"]))
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(1.0)  # "fine-tune"
+    rewound = build_model(cfg, registry.resolve(["rte"])).state_dict()
+    stored = load_file(str(tiny_model_dir / "model.safetensors"))
+    for name, tensor in stored.items():
+        assert torch.equal(rewound[f"encoder.{name}"], tensor), name
+    again = build_model(cfg, registry.resolve(["rte"])).state_dict()
+    assert torch.equal(again["task_heads.rte.linear.weight"], rewound["task_heads.rte.linear.weight"])
+
+
+def test_tickets_show_and_import_cli(tmp_path, tiny_model_dir):
+    (tmp_path / "h.json").write_text(json.dumps({"0": {"1": [0, 3]}}))
+    (tmp_path / "f.json").write_text(json.dumps({"0": [0]}))
+    result = cli("tickets", "import", "--heads", tmp_path / "h.json", "--ffn", tmp_path / "f.json", "--tasks", "rte",
+                 "--model", tiny_model_dir, "--out", tmp_path / "t.json")
+    assert result.returncode == 0, result.stderr
+    shown = cli("tickets", "show", tmp_path / "t.json")
+    assert shown.returncode == 0, shown.stderr
+    assert "layer  0  heads ####  FFN   0%" in shown.stdout and "layer  1  heads .##.  FFN 100%" in shown.stdout
+    assert "heads kept 75%, FFN kept 50%" in shown.stdout
+    broken = cli("tickets", "show", tmp_path / "h.json")
+    assert broken.returncode == 2 and broken.stderr.startswith("error:") and "Traceback" not in broken.stderr
