@@ -30,6 +30,8 @@ class TrainState:
     best_score: float | None = None
     best_step: int | None = None
     history: list[dict] = field(default_factory=list)  # one record per evaluation
+    task_steps: dict[str, int] = field(default_factory=dict)  # steps each task has trained (the realised mix)
+    sampler: dict = field(default_factory=dict)  # a dynamic scheduler's state
 
 
 def _fsync_write(path: Path, data: bytes) -> None:

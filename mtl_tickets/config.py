@@ -69,7 +69,13 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of all steps with a linear warm-up, then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
     seed: int = 1
-    sampler: str = "proportional"  # which task each step trains; see mtl_tickets/samplers.py
+    # Which task each step trains: proportional, mtdnn, temperature, annealed, uniform, round_robin,
+    # dynamic (mtl_tickets/samplers.py); options are the scheduler's arguments, e.g. {temperature: 2}.
+    sampler: str = "proportional"
+    sampler_options: dict[str, float] = field(default_factory=dict)
+    # Units masked for the current task: `freeze` leaves their weights and optimizer state untouched
+    # by its steps; `optimizer` lets Adam momentum and weight decay move them (the reference code).
+    masked_updates: Literal["freeze", "optimizer"] = "freeze"
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
     checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)

@@ -29,3 +29,35 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: 
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class FrozenSlices:
+    """Leaves the given parameter slices, and their optimizer state, exactly as they were across
+    `optimizer.step()` (DESIGN.md decision 6): units masked for the current task are not moved by
+    Adam momentum or weight decay on that task's steps.
+
+        with FrozenSlices(optimizer, slices):
+            optimizer.step()
+
+    Adam's per-tensor step count still advances, so a frozen slice's bias correction is that of the
+    whole tensor when it next moves (a small, documented approximation).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, slices: list[tuple[nn.Parameter, int, torch.Tensor]]):
+        self.optimizer, self.slices = optimizer, slices
+
+    def _tensors(self, param: nn.Parameter) -> list[torch.Tensor]:
+        state = self.optimizer.state.get(param, {})
+        return [param.data, *(v for v in state.values() if torch.is_tensor(v) and v.shape == param.shape)]
+
+    def __enter__(self) -> FrozenSlices:
+        self.saved = [[t.index_select(dim, index).clone() for t in self._tensors(p)] for p, dim, index in self.slices]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for (param, dim, index), saved in zip(self.slices, self.saved):
+            tensors = self._tensors(param)
+            if len(tensors) != len(saved):  # optimizer state created by this very step: start it at zero there
+                saved = saved + [torch.zeros_like(t.index_select(dim, index)) for t in tensors[len(saved):]]
+            for tensor, values in zip(tensors, saved):
+                tensor.index_copy_(dim, index, values)

@@ -120,3 +120,43 @@ def nested_tickets(scores: Scores, grid: list[Level], kind: Kind, seed: int = 0,
         )
         for level in grid
     }
+
+
+# ------------------------------------------------------------------------ the weights units own
+
+
+def owned_slices(encoder, keep_heads: np.ndarray, keep_ffn: np.ndarray) -> list[tuple[str, int, np.ndarray]]:
+    """(parameter name in the encoder, dim, indices) of the weights that the *removed* units own.
+
+    A head owns its rows of Q, K, V (weights and biases) and its columns of the attention output
+    projection; an FFN neuron its row (and bias) of the intermediate layer and its column of the output
+    layer; a whole FFN layer both dense layers and the output bias. Physical pruning drops exactly
+    these slices; a masked optimizer step leaves them untouched.
+    """
+    from .gates import EncoderShape, module_paths
+
+    shape = EncoderShape.of(encoder)
+    paths = module_paths(encoder)
+    d = shape.hidden // shape.heads
+    attn_self = paths["attn_out"].rsplit(".", 2)[0] + ".self"  # attention.output.dense -> attention.self
+    ffn_in = paths["ffn_act"] + ".dense"
+    out = []
+    for l in range(shape.layers):
+        prefix = f"{paths['layers']}.{l}."
+        heads = np.flatnonzero(~keep_heads[l])
+        if heads.size:
+            cols = (heads[:, None] * d + np.arange(d)).ravel()
+            for proj in ("query", "key", "value"):
+                out += [(f"{prefix}{attn_self}.{proj}.weight", 0, cols), (f"{prefix}{attn_self}.{proj}.bias", 0, cols)]
+            out.append((f"{prefix}{paths['attn_out']}.weight", 1, cols))
+        if keep_ffn.ndim == 2:
+            neurons = np.flatnonzero(~keep_ffn[l])
+            if neurons.size:
+                out += [(f"{prefix}{ffn_in}.weight", 0, neurons), (f"{prefix}{ffn_in}.bias", 0, neurons),
+                        (f"{prefix}{paths['ffn_out']}.weight", 1, neurons)]
+        elif not keep_ffn[l]:
+            every = np.arange(shape.ffn)
+            out += [(f"{prefix}{ffn_in}.weight", 0, every), (f"{prefix}{ffn_in}.bias", 0, every),
+                    (f"{prefix}{paths['ffn_out']}.weight", 1, every),
+                    (f"{prefix}{paths['ffn_out']}.bias", 0, np.arange(shape.hidden))]
+    return out

@@ -24,7 +24,7 @@ import numpy as np
 from . import registry
 from .config import Config
 from .data import load_task, subsample
-from .encoders import load_tokenizer
+from .encoders import load_shape, load_tokenizer
 from .gates import EncoderShape
 from .importance import Scores, score_units
 from .inference import load_run
@@ -99,10 +99,10 @@ def cell_config(cfg: Config, task: str, out_dir: Path, seed: int | None = None, 
 
 def task_scores(cfg: Config, spec: registry.TaskSpec, full_run: Path, path: Path, progress: bool) -> tuple[Scores, EncoderShape]:
     """Importance scores on the fine-tuned full model over the training set (cached in `path`)."""
-    _, model = load_run(full_run)
-    shape = EncoderShape.of(model.encoder)
+    shape = load_shape(cfg.model.name)
     if path.is_file():
         return Scores.from_json(json.loads(path.read_text())), shape
+    _, model = load_run(full_run)
     train_data = load_task(spec, load_tokenizer(cfg.model.name), cfg.data).train
     if cfg.tickets.score_examples:
         train_data = subsample(train_data, cfg.tickets.score_examples, cfg.data.subsample_seed)

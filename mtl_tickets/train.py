@@ -26,13 +26,14 @@ from .config import Config, save_config
 from .data import TaskData, TaskStream, load_task
 from .encoders import load_encoder, load_tokenizer
 from .gates import EncoderShape
-from .masks import TicketSet
+from .masks import Ticket, TicketSet
 from .evaluation import evaluate
 from .logger import JsonlLogger, Loggers, TensorBoardLogger
 from .metrics import glue_average, task_score
 from .model import MultiTaskModel
-from .optim import build_optimizer, build_scheduler
-from .samplers import build_sampler, choose_task
+from .optim import FrozenSlices, build_optimizer, build_scheduler
+from .pruning import owned_slices
+from .samplers import SamplerContext, build_sampler
 from .schema import ConfigError, load_yaml, to_dict
 
 log = logging.getLogger(__name__)
@@ -84,22 +85,31 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
     data = {s.name: load_task(s, tokenizer, cfg.data) for s in specs}
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, specs)
-    task_gates = ticket_gates(cfg, model, out)
+    tickets = run_tickets(cfg, model, out)
+    task_gates = {name: t.gates() for name, t in tickets.items()}
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
     plan = Plan.of({name: len(s) for name, s in streams.items()}, cfg)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.train.warmup)
+    frozen = frozen_slices(model, tickets) if cfg.train.masked_updates == "freeze" else {}
     state = resume_or_start(out, model, optimizer, scheduler, streams)
-    sampler = build_sampler(cfg.train.sampler, {name: len(s) for name, s in streams.items()})
-    loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl"))
     names = list(streams)
+    sampler = build_sampler(cfg.train.sampler, SamplerContext(names, [len(streams[n]) for n in names], cfg.train.epochs),
+                            cfg.train.sampler_options)
+    if state.sampler:
+        sampler.load_state_dict(state.sampler)
+    loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl"))
     bar = tqdm(total=plan.last_step, initial=state.step, disable=not progress, desc="train", dynamic_ncols=True)
     with StopOnSignal() as stop, bar:
         while state.step < plan.last_step:
-            task = choose_task(sampler, names, state.step, cfg.train.seed)
-            loss = train_step(model, optimizer, scheduler, streams[task].next(), task, task_gates.get(task), cfg)
+            index = sampler.choose(state.step, cfg.train.seed)
+            task = names[index]
+            with FrozenSlices(optimizer, frozen.get(task, [])):
+                loss = train_step(model, optimizer, scheduler, streams[task].next(), task, task_gates.get(task), cfg)
+            check_finite(loss, task, state.step + 1, out)
+            sampler.observe(index, loss)
             state.step += 1
-            check_finite(loss, task, state.step, out)
+            state.task_steps[task] = state.task_steps.get(task, 0) + 1
             bar.update(1)
             bar.set_description(f"step {state.step}|{task}|loss {loss:.3f}")
             if state.step % cfg.train.log_every == 0:
@@ -107,6 +117,7 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
             if state.step in plan.eval_steps:
                 evaluate_and_keep_best(model, data, task_gates, state, plan, cfg, out, loggers)
             if state.step % cfg.train.checkpoint_every == 0 or state.step in plan.eval_steps or stop.requested:
+                state.sampler = sampler.state_dict()
                 save_checkpoint(out, model, optimizer, scheduler, state, streams)
             if stop.requested:
                 loggers.close()
@@ -133,8 +144,8 @@ def build_model(cfg: Config, specs: list[registry.TaskSpec]) -> MultiTaskModel:
     return model.to(device())
 
 
-def ticket_gates(cfg: Config, model: MultiTaskModel, out: Path) -> dict[str, gating.Gates]:
-    """Each task's gates under `sharing: tickets` (checked against the encoder; a copy kept in the run)."""
+def run_tickets(cfg: Config, model: MultiTaskModel, out: Path) -> dict[str, Ticket]:
+    """Each task's ticket under `sharing: tickets` (checked against the encoder; a copy kept in the run)."""
     if cfg.sharing != "tickets":
         return {}
     ticket_set = TicketSet.load(Path(cfg.tickets_file), expect=EncoderShape.of(model.encoder))
@@ -143,7 +154,16 @@ def ticket_gates(cfg: Config, model: MultiTaskModel, out: Path) -> dict[str, gat
         raise ConfigError(f"{cfg.tickets_file} has no ticket for {missing}; it has {sorted(ticket_set.tickets)}")
     if Path(cfg.tickets_file).resolve() != (out / "tickets.json").resolve():
         ticket_set.save(out / "tickets.json")
-    return {name: ticket_set.tickets[name].gates() for name in model.specs}
+    return {name: ticket_set.tickets[name] for name in model.specs}
+
+
+def frozen_slices(model: MultiTaskModel, tickets: dict[str, Ticket]) -> dict[str, list]:
+    """Per task, the (parameter, dim, index) slices its masked units own, for `FrozenSlices`."""
+    out = {}
+    for name, t in tickets.items():
+        slices = owned_slices(model.encoder, t.attn_heads, t.ffn)
+        out[name] = [(model.encoder.get_parameter(p), dim, torch.as_tensor(index, device=device())) for p, dim, index in slices]
+    return out
 
 
 def device() -> torch.device:
@@ -180,7 +200,8 @@ def evaluate_and_keep_best(model, data: dict[str, TaskData], task_gates, state, 
     record = {"step": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4), "glue_average": score, "tasks": tasks}
     state.history.append(record)
     payload = {f"eval/{t}/{s}/{m}" if len(r) > 1 else f"eval/{t}/{m}": v for t, r in tasks.items() for s, ms in r.items() for m, v in ms.items()}
-    loggers.log_dict({**payload, "eval/glue_average": score}, state.step)
+    mix = {f"train/mix/{t}": n / state.step for t, n in state.task_steps.items()}
+    loggers.log_dict({**payload, **mix, "eval/glue_average": score}, state.step)
     summary = "  ".join(f"{t} {task_score(r):.2f}" for t, r in tasks.items())
     log.info("eval step %d epoch %.2f: %s | average %.2f", state.step, record["epoch"], summary, score)
     if state.best_score is None or score > state.best_score:
@@ -256,6 +277,7 @@ def summarize(cfg: Config, state: checkpoint.TrainState, plan: Plan, data: dict[
         "train_examples": {n: len(d.train) for n, d in data.items()},
         "dev_examples": {n: {s: len(e) for s, e in d.dev.items()} for n, d in data.items()},
         "steps": state.step,
+        "task_steps": state.task_steps,
         "complete": state.step == plan.total_steps,
         "steps_per_epoch": plan.steps_per_epoch,
         "config": to_dict(cfg),

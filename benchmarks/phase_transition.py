@@ -1,0 +1,101 @@
+"""The phase-transition sweep (protocol mini-GLUE v1): `mtl-tickets tickets find` per task.
+
+Every finished cell's light files (results.json, config.yaml, tickets.json, metrics.jsonl) and each
+task's importance scores are mirrored into benchmarks/results/phase_transition/ while the sweep
+runs; they are restored into the run folder at start, so a committed cell is never trained again,
+in this session or the next. The summary table is written from the finished tasks.
+
+    python benchmarks/phase_transition.py --glue-dir ../shared/data/glue --tasks rte mrpc stsb cola
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "phase_transition"
+LIGHT = ("results.json", "config.yaml", "tickets.json", "metrics.jsonl")
+CONFIG = "configs/tickets_mini_glue.yaml"
+PROTOCOL = "mini-GLUE v1"
+TRAIN_EXAMPLES = {"cola": 8551, "sst2": 2000, "mrpc": 2000, "stsb": 2000, "rte": 2000}
+
+
+def mirror(src: Path, dst: Path) -> None:
+    """Copy the light files of finished runs (and scores, ticket files, curves) from src to dst."""
+    for path in src.rglob("*"):
+        finished_run = path.name in LIGHT and (path.parent / "results.json").is_file()
+        keep = finished_run or path.name == "scores.json" or path.parent.name == "tickets" or path.suffix in (".csv", ".png")
+        if path.is_file() and keep and "checkpoints" not in path.parts and "tensorboard" not in path.parts:
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def run_task(task: str, glue_dir: str, runs: Path) -> list[str]:
+    cmd = ["mtl-tickets", "tickets", "find", "--config", CONFIG, "--task", task, "--glue-dir", glue_dir,
+           "--max-train-examples", str(TRAIN_EXAMPLES[task]), "--output-dir", str(runs / task), "--quiet"]
+    done = threading.Event()
+
+    def keep_mirroring() -> None:
+        while not done.wait(60):
+            mirror(runs / task, RESULTS / task)
+
+    threading.Thread(target=keep_mirroring, daemon=True).start()
+    try:
+        subprocess.run(cmd, check=True)
+    finally:
+        done.set()
+        mirror(runs / task, RESULTS / task)
+    return cmd
+
+
+def summarize(tasks: list[str], commands: dict[str, str]) -> str:
+    lines = [f"# Phase-transition sweep ({PROTOCOL})", "",
+             "Default encoder, FFN neuron granularity, `units` sparsity (that fraction of heads and of FFN neurons removed),",
+             "best-epoch dev metric (the paper's selection). Seed 1 for the grid; the full model and the super ticket",
+             "rerun with seeds 1, 2, 3 (mean ± std). `kept` is the fraction of encoder parameters kept.", ""]
+    for task in tasks:
+        ticket_file = RESULTS / task / "tickets.json"
+        if not ticket_file.is_file():
+            continue
+        info = json.loads(ticket_file.read_text())["tickets"][task]
+        rows = list(csv.DictReader((RESULTS / task / f"{task}_curve.csv").open()))
+        full = next(float(r["dev_best"]) for r in rows if r["kind"] == "full")
+        lines += [f"## {task} ({info['metric']})", "", f"Command: `{commands.get(task, '(see git history)')}`", "",
+                  "| kind | sparsity | kept | dev best | dev last | vs full |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['kind']} | {r['sparsity']} | {float(r['kept']):.3f} | {r['dev_best']} | {r['dev_last']} | "
+                         f"{float(r['dev_best']) - full:+.2f} |")
+        conf = info["confirm"]
+        lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**. Seeds {conf['full']['seeds']}: "
+                  + "; ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f} ({', '.join(f'{x:.2f}' for x in v['scores'])})"
+                              for k, v in conf.items()), "", f"![{task}]({task}/{task}_curve.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--glue-dir", required=True)
+    parser.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb", "cola"], choices=list(TRAIN_EXAMPLES))
+    parser.add_argument("--runs", default="runs/phase_transition")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    commands_file = RESULTS / "commands.json"
+    commands = json.loads(commands_file.read_text()) if commands_file.is_file() else {}
+    for task in args.tasks:
+        if (RESULTS / task).is_dir():
+            mirror(RESULTS / task, runs / task)  # restore committed cells: they are not trained again
+        print(f"== {task}", file=sys.stderr, flush=True)
+        commands[task] = " ".join(run_task(task, args.glue_dir, runs))
+        commands_file.write_text(json.dumps(commands, indent=1))
+        (RESULTS.parent / "phase_transition.md").write_text(summarize(args.tasks, commands))
+
+
+if __name__ == "__main__":
+    main()
