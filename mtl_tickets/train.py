@@ -221,10 +221,18 @@ def resume_or_start(out: Path, model, optimizer, scheduler, streams: dict[str, T
     if path is None:
         return checkpoint.TrainState()
     state = checkpoint.restore(path, model, optimizer, scheduler)
+    _drop_metrics_after(out / "metrics.jsonl", state.step)  # steps after the checkpoint are replayed
     for name, cursor in state.cursors.items():
         streams[name] = TaskStream(name, streams[name].data, streams[name].batch_size, streams[name].seed, cursor)
     log.info("resumed from %s at step %d", path, state.step)
     return state
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def prepare_output_dir(cfg: Config) -> Path:
