@@ -25,10 +25,13 @@ class ModelConfig:
     # encoder was trained with; its BERT pooler is untrained and learns nothing (DESIGN.md decision 12).
     pooling: Literal["mean", "cls", "pooler"] = "mean"
     head_dropout: float = 0.1  # dropout before each task head's linear layer
+    dropout: float | None = None  # override the encoder's hidden and attention dropout (None: the checkpoint's)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.head_dropout < 1:
-            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+        for key in ("head_dropout", "dropout"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"{key} must be in [0, 1), got {value}")
 
 
 @dataclass
@@ -76,6 +79,7 @@ class TrainConfig:
     # Units masked for the current task: `freeze` leaves their weights and optimizer state untouched
     # by its steps; `optimizer` lets Adam momentum and weight decay move them (the reference code).
     masked_updates: Literal["freeze", "optimizer"] = "freeze"
+    bf16: bool = True  # bf16 autocast on a GPU (ignored on the CPU, which trains in fp32)
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
     checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)

@@ -359,10 +359,18 @@ class TaskStream:
         generator = torch.Generator().manual_seed(int(mixed))
         return train_batches(self.data.lengths, self.batch_size, generator)
 
-    def next(self) -> dict[str, torch.Tensor]:
+    def seek(self, cursor: list[int]) -> None:
+        """Continue from a saved position."""
+        self.cursor = list(cursor)
+        self._batches = self._pass(self.cursor[0])
+
+    def next(self, world=None) -> dict[str, torch.Tensor]:
+        """The next batch; under data parallelism, this rank's share of the global batch."""
         if self.cursor[1] >= len(self._batches):
             self.cursor = [self.cursor[0] + 1, 0]
             self._batches = self._pass(self.cursor[0])
         index = self._batches[self.cursor[1]]
         self.cursor[1] += 1
+        if world is not None and world.size > 1:
+            index = index[world.rank :: world.size]
         return collate(self.data, index)

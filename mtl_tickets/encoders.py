@@ -43,9 +43,12 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return _load(AutoTokenizer, name)
 
 
-def load_encoder(name: str) -> PreTrainedModel:
-    """The pre-trained encoder. Gates hook the projections around attention, so SDPA kernels stay usable."""
+def load_encoder(name: str, dropout: float | None = None) -> PreTrainedModel:
+    """The pre-trained encoder, with its dropout overridden if asked. Gates hook the projections
+    around attention, so SDPA kernels stay usable."""
     config = _load(AutoConfig, name)
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     return _load(AutoModel, name, config=config, attn_implementation="sdpa")
 
 

@@ -3,8 +3,9 @@ keep the best checkpoint, resume from the last one.
 
     result = train(load_config("configs/quickstart.yaml"))
 
-A run directory holds the resolved config, `metrics.jsonl`, TensorBoard events, `results.json`,
-`best/` weights and resumable `checkpoints/`. Rerunning the same command continues a killed run.
+Each step one task is drawn (`samplers.py`), one batch of it is trained through that task's gates
+(its ticket under `sharing: tickets`), and units masked for it are frozen for the step. Rerunning
+the same command continues a killed run; `torchrun --nproc-per-node N` runs it data-parallel.
 """
 
 from __future__ import annotations
@@ -20,24 +21,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, registry
+from . import checkpoint, distributed, registry, rundir
 from . import gates as gating
-from .config import Config, save_config
+from .config import Config
 from .data import TaskData, TaskStream, load_task
+from .distributed import World
 from .encoders import load_encoder, load_tokenizer
-from .gates import EncoderShape
-from .masks import Ticket, TicketSet
 from .evaluation import evaluate
+from .gates import EncoderShape
 from .logger import JsonlLogger, Loggers, TensorBoardLogger
+from .masks import Ticket, TicketSet
 from .metrics import glue_average, task_score
 from .model import MultiTaskModel
 from .optim import FrozenSlices, build_optimizer, build_scheduler
 from .pruning import owned_slices
-from .samplers import SamplerContext, build_sampler
-from .schema import ConfigError, load_yaml, to_dict
+from .samplers import SamplerContext, TaskSampler, build_sampler
+from .schema import ConfigError, to_dict
 
 log = logging.getLogger(__name__)
-RESUME_NEUTRAL = {("train", "max_steps"), ("train", "log_every")}  # may change between resumes
 
 
 class TrainingInterrupted(RuntimeError):
@@ -73,227 +74,217 @@ class RunResult:
     results: dict  # the content of results.json
 
 
+@dataclass
+class Session:
+    """Everything one run trains with, built once and restored from its last checkpoint."""
+
+    cfg: Config
+    world: World
+    out: Path
+    data: dict[str, TaskData]
+    model: MultiTaskModel
+    gates: dict[str, gating.Gates]  # per task; empty under `sharing: full`
+    frozen: dict[str, list]  # per task, the slices its masked units own
+    streams: dict[str, TaskStream]
+    plan: Plan
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: TaskSampler
+    state: checkpoint.TrainState
+    loggers: Loggers
+
+
 def train(cfg: Config, progress: bool = True) -> RunResult:
-    """Fine-tune, evaluating on each task's dev sets. With `sharing: tickets` every task trains and
-    is evaluated through its own ticket. A finished run in the same directory is returned as it is."""
-    out = prepare_output_dir(cfg)
-    finished = _finished_results(out)
+    """Fine-tune, evaluating on each task's dev sets; a finished run in the directory is returned as is."""
+    world = distributed.init()
+    out = rundir.prepare(cfg, write=world.is_main)
+    finished = rundir.finished_results(out)
     if finished is not None:
         return RunResult(out, finished)
+    s = start_session(cfg, world, out)
+    names = list(s.streams)
+    bar = tqdm(total=s.plan.last_step, initial=s.state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
+    with StopOnSignal() as stop, bar:
+        while s.state.step < s.plan.last_step:
+            index = s.sampler.choose(s.state.step, cfg.train.seed)
+            loss = train_step(s, names[index])
+            s.sampler.observe(index, loss)
+            record_step(s, names[index], loss)
+            bar.update(1)
+            bar.set_description(f"step {s.state.step}|{names[index]}|loss {loss:.3f}")
+            if s.state.step in s.plan.eval_steps:
+                evaluate_and_keep_best(s)
+            stopping = distributed.any_rank(stop.requested, world)
+            if s.state.step % cfg.train.checkpoint_every == 0 or s.state.step in s.plan.eval_steps or stopping:
+                save_checkpoint(s)
+            if stopping:
+                s.loggers.close()
+                raise TrainingInterrupted(f"interrupted at step {s.state.step}; checkpoint saved in {out}")
+    s.loggers.close()
+    results = summarize(s)
+    if world.is_main:
+        checkpoint.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    return RunResult(out, results)
+
+
+def start_session(cfg: Config, world: World, out: Path) -> Session:
+    """Data, model, tickets, optimizer and scheduler; then the last checkpoint, if any, on top."""
     specs = [s for s in registry.resolve(cfg.tasks) if s.trainable]
     tokenizer = load_tokenizer(cfg.model.name)
     data = {s.name: load_task(s, tokenizer, cfg.data) for s in specs}
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, specs)
-    tickets = run_tickets(cfg, model, out)
-    task_gates = {name: t.gates() for name, t in tickets.items()}
+    model = build_model(cfg, specs, world.device)
+    tickets = run_tickets(cfg, model, out if world.is_main else None)
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
+    names = list(streams)
     plan = Plan.of({name: len(s) for name, s in streams.items()}, cfg)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.train.warmup)
-    frozen = frozen_slices(model, tickets) if cfg.train.masked_updates == "freeze" else {}
-    state = resume_or_start(out, model, optimizer, scheduler, streams)
-    names = list(streams)
-    sampler = build_sampler(cfg.train.sampler, SamplerContext(names, [len(streams[n]) for n in names], cfg.train.epochs),
-                            cfg.train.sampler_options)
-    if state.sampler:
-        sampler.load_state_dict(state.sampler)
-    loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl"))
-    bar = tqdm(total=plan.last_step, initial=state.step, disable=not progress, desc="train", dynamic_ncols=True)
-    with StopOnSignal() as stop, bar:
-        while state.step < plan.last_step:
-            index = sampler.choose(state.step, cfg.train.seed)
-            task = names[index]
-            with FrozenSlices(optimizer, frozen.get(task, [])):
-                loss = train_step(model, optimizer, scheduler, streams[task].next(), task, task_gates.get(task), cfg)
-            check_finite(loss, task, state.step + 1, out)
-            sampler.observe(index, loss)
-            state.step += 1
-            state.task_steps[task] = state.task_steps.get(task, 0) + 1
-            bar.update(1)
-            bar.set_description(f"step {state.step}|{task}|loss {loss:.3f}")
-            if state.step % cfg.train.log_every == 0:
-                loggers.log_dict({f"train/{task}/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, state.step)
-            if state.step in plan.eval_steps:
-                evaluate_and_keep_best(model, data, task_gates, state, plan, cfg, out, loggers)
-            if state.step % cfg.train.checkpoint_every == 0 or state.step in plan.eval_steps or stop.requested:
-                state.sampler = sampler.state_dict()
-                save_checkpoint(out, model, optimizer, scheduler, state, streams)
-            if stop.requested:
-                loggers.close()
-                raise TrainingInterrupted(f"interrupted at step {state.step}; checkpoint saved in {out}")
-    loggers.close()
-    results = summarize(cfg, state, plan, data)
-    checkpoint.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    return RunResult(out, results)
+    context = SamplerContext(names, [len(streams[n]) for n in names], cfg.train.epochs)
+    sampler = build_sampler(cfg.train.sampler, context, cfg.train.sampler_options)
+    frozen = frozen_slices(model, tickets, world.device) if cfg.train.masked_updates == "freeze" else {}
+    state = resume_or_start(out, model, optimizer, scheduler, streams, sampler)
+    loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl")) if world.is_main else Loggers()
+    gates = {name: t.gates() for name, t in tickets.items()}
+    return Session(cfg, world, out, data, model, gates, frozen, streams, plan, optimizer, scheduler, sampler, state, loggers)
 
 
-def _finished_results(out: Path) -> dict | None:
-    """The results of a run that went through its whole schedule (not one cut short by max_steps)."""
-    try:
-        results = json.loads((out / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return results if results.get("complete") else None
-
-
-def build_model(cfg: Config, specs: list[registry.TaskSpec]) -> MultiTaskModel:
-    """The pre-trained encoder and freshly initialised task heads (the same for the same seed)."""
-    model = MultiTaskModel(load_encoder(cfg.model.name), specs, cfg.model.pooling, cfg.model.head_dropout)
+def build_model(cfg: Config, specs: list[registry.TaskSpec], device: torch.device | None = None) -> MultiTaskModel:
+    """The pre-trained encoder and freshly initialised task heads: the same for the same seed, so
+    building it again is rewinding (DESIGN.md decision 5)."""
+    encoder = load_encoder(cfg.model.name, cfg.model.dropout)
+    model = MultiTaskModel(encoder, specs, cfg.model.pooling, cfg.model.head_dropout)
     model.reset_task_heads(cfg.train.seed)
-    return model.to(device())
+    return model.to(device or default_device())
 
 
-def run_tickets(cfg: Config, model: MultiTaskModel, out: Path) -> dict[str, Ticket]:
-    """Each task's ticket under `sharing: tickets` (checked against the encoder; a copy kept in the run)."""
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_tickets(cfg: Config, model: MultiTaskModel, out: Path | None) -> dict[str, Ticket]:
+    """Each task's ticket under `sharing: tickets`, checked against the encoder; a copy is kept in `out`."""
     if cfg.sharing != "tickets":
         return {}
     ticket_set = TicketSet.load(Path(cfg.tickets_file), expect=EncoderShape.of(model.encoder))
     missing = [name for name in model.specs if name not in ticket_set.tickets]
     if missing:
         raise ConfigError(f"{cfg.tickets_file} has no ticket for {missing}; it has {sorted(ticket_set.tickets)}")
-    if Path(cfg.tickets_file).resolve() != (out / "tickets.json").resolve():
+    if out is not None and Path(cfg.tickets_file).resolve() != (out / "tickets.json").resolve():
         ticket_set.save(out / "tickets.json")
     return {name: ticket_set.tickets[name] for name in model.specs}
 
 
-def frozen_slices(model: MultiTaskModel, tickets: dict[str, Ticket]) -> dict[str, list]:
+def frozen_slices(model: MultiTaskModel, tickets: dict[str, Ticket], device: torch.device) -> dict[str, list]:
     """Per task, the (parameter, dim, index) slices its masked units own, for `FrozenSlices`."""
     out = {}
     for name, t in tickets.items():
         slices = owned_slices(model.encoder, t.attn_heads, t.ffn)
-        out[name] = [(model.encoder.get_parameter(p), dim, torch.as_tensor(index, device=device())) for p, dim, index in slices]
+        out[name] = [(model.encoder.get_parameter(p), dim, torch.as_tensor(i, device=device)) for p, dim, i in slices]
     return out
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def train_step(model, optimizer, scheduler, batch, task: str, gates: gating.Gates | None, cfg: Config) -> float:
-    model.train()
-    batch = {k: v.to(device()) for k, v in batch.items()}
-    with gating.applied(model.encoder, gates):
-        outputs = model(batch, task)
-    loss = model.loss(outputs, batch["labels"], task)
-    loss.backward()
-    if cfg.train.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item()
-
-
-def check_finite(loss: float, task: str, step: int, out: Path) -> None:
-    if not math.isfinite(loss):
+def train_step(s: Session, task: str) -> float:
+    """One optimizer step on one batch of `task` (this rank's shard of it); the mean loss over ranks."""
+    s.model.train()
+    batch = {k: v.to(s.world.device) for k, v in s.streams[task].next(s.world).items()}
+    bf16 = s.cfg.train.bf16 and s.world.device.type == "cuda"
+    with FrozenSlices(s.optimizer, s.frozen.get(task, [])):
+        with gating.applied(s.model.encoder, s.gates.get(task)), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+            loss = s.model.loss(s.model(batch, task), batch["labels"], task)
+        loss.backward()
+        distributed.average_gradients(s.model, s.world)
+        if s.cfg.train.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.max_grad_norm)
+        s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    value = distributed.mean(loss.item(), s.world)
+    if not math.isfinite(value):
         raise NumericalError(
-            f"loss is {loss} on task {task!r} at step {step}; nothing was saved after it "
-            f"(last good checkpoint in {out / 'checkpoints'}); try a lower learning rate"
+            f"loss is {value} on task {task!r} at step {s.state.step + 1}; nothing was saved after it "
+            f"(last good checkpoint in {s.out / 'checkpoints'}); try a lower learning rate"
         )
+    return value
 
 
-def evaluate_and_keep_best(model, data: dict[str, TaskData], task_gates, state, plan: Plan, cfg: Config, out: Path, loggers) -> None:
-    """Evaluate every task through its own gates; save the weights when the GLUE average improves."""
-    tasks = {name: evaluate(model, d, cfg.train.eval_batch_size, task_gates.get(name)) for name, d in data.items()}
+def record_step(s: Session, task: str, loss: float) -> None:
+    s.state.step += 1
+    s.state.task_steps[task] = s.state.task_steps.get(task, 0) + 1
+    if s.state.step % s.cfg.train.log_every == 0:
+        s.loggers.log_dict({f"train/{task}/loss": loss, "train/lr": s.scheduler.get_last_lr()[0]}, s.state.step)
+
+
+def evaluate_and_keep_best(s: Session) -> None:
+    """Evaluate every task through its own gates; keep the weights when the GLUE average improves."""
+    state = s.state
+    tasks = {name: evaluate(s.model, d, s.cfg.train.eval_batch_size, s.gates.get(name)) for name, d in s.data.items()}
     score = glue_average(tasks)
-    record = {"step": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4), "glue_average": score, "tasks": tasks}
+    record = {"step": state.step, "epoch": round(state.step / s.plan.steps_per_epoch, 4), "glue_average": score, "tasks": tasks}
     state.history.append(record)
-    payload = {f"eval/{t}/{s}/{m}" if len(r) > 1 else f"eval/{t}/{m}": v for t, r in tasks.items() for s, ms in r.items() for m, v in ms.items()}
+    payload = {f"eval/{t}/{split}/{m}" if len(r) > 1 else f"eval/{t}/{m}": v
+               for t, r in tasks.items() for split, ms in r.items() for m, v in ms.items()}
     mix = {f"train/mix/{t}": n / state.step for t, n in state.task_steps.items()}
-    loggers.log_dict({**payload, **mix, "eval/glue_average": score}, state.step)
-    summary = "  ".join(f"{t} {task_score(r):.2f}" for t, r in tasks.items())
-    log.info("eval step %d epoch %.2f: %s | average %.2f", state.step, record["epoch"], summary, score)
+    s.loggers.log_dict({**payload, **mix, "eval/glue_average": score}, state.step)
+    if s.world.is_main:
+        summary = "  ".join(f"{t} {task_score(r):.2f}" for t, r in tasks.items())
+        log.info("eval step %d epoch %.2f: %s | average %.2f", state.step, record["epoch"], summary, score)
     if state.best_score is None or score > state.best_score:
         state.best_score, state.best_step = score, state.step
-        (out / "best").mkdir(exist_ok=True)
-        checkpoint.save_weights(model, out / "best" / "model.safetensors")
-        checkpoint.atomic_write_text(out / "best" / "eval.json", json.dumps(record, indent=2))
+        if s.world.is_main:
+            (s.out / "best").mkdir(exist_ok=True)
+            checkpoint.save_weights(s.model, s.out / "best" / "model.safetensors")
+            checkpoint.atomic_write_text(s.out / "best" / "eval.json", json.dumps(record, indent=2))
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, state, streams: dict[str, TaskStream]) -> None:
-    state.cursors = {name: list(s.cursor) for name, s in streams.items()}
-    checkpoint.save(out / "checkpoints", model, optimizer, scheduler, state)
+def save_checkpoint(s: Session) -> None:
+    s.state.cursors = {name: list(stream.cursor) for name, stream in s.streams.items()}
+    s.state.sampler = s.sampler.state_dict()
+    if s.world.is_main:
+        checkpoint.save(s.out / "checkpoints", s.model, s.optimizer, s.scheduler, s.state)
 
 
-def resume_or_start(out: Path, model, optimizer, scheduler, streams: dict[str, TaskStream]) -> checkpoint.TrainState:
+def resume_or_start(out: Path, model, optimizer, scheduler, streams: dict[str, TaskStream], sampler) -> checkpoint.TrainState:
     path = checkpoint.latest(out / "checkpoints")
     if path is None:
         return checkpoint.TrainState()
     state = checkpoint.restore(path, model, optimizer, scheduler)
-    _drop_metrics_after(out / "metrics.jsonl", state.step)  # steps after the checkpoint are replayed
-    for name, cursor in state.cursors.items():
-        streams[name] = TaskStream(name, streams[name].data, streams[name].batch_size, streams[name].seed, cursor)
+    rundir.drop_metrics_after(out / "metrics.jsonl", state.step)  # steps after the checkpoint are replayed
+    for name, stream in streams.items():
+        stream.seek(state.cursors[name])
+    if state.sampler:
+        sampler.load_state_dict(state.sampler)
     log.info("resumed from %s at step %d", path, state.step)
     return state
 
 
-def _drop_metrics_after(path: Path, step: int) -> None:
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-        checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def prepare_output_dir(cfg: Config) -> Path:
-    """Create (or re-open) the run directory; a different config there is refused, not overwritten."""
-    out = Path(cfg.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"output dir {out} is not writable ({err.strerror}); choose another --output-dir") from None
-    saved = out / "config.yaml"
-    if saved.is_file():
-        differences = _config_differences(load_yaml(saved) or {}, to_dict(cfg))
-        if differences:
-            raise ConfigError(
-                f"{out} holds a run with another config ({'; '.join(differences[:3])}); "
-                "rerun with the same settings to resume it, or choose a new --output-dir"
-            )
-    save_config(cfg, saved)
-    return out
-
-
-def _config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:
-    found = []
-    for key in sorted(set(old) | set(new)):
-        path = (*prefix, key)
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found += _config_differences(a, b, path)
-        elif a != b and path not in RESUME_NEUTRAL:
-            found.append(f"{'.'.join(path)}: {a!r} -> {b!r}")
-    return found
-
-
-def summarize(cfg: Config, state: checkpoint.TrainState, plan: Plan, data: dict[str, TaskData]) -> dict:
+def summarize(s: Session) -> dict:
     """results.json: the best evaluation (by GLUE average), the last, and each task's own best."""
+    state = s.state
     best = next(r for r in state.history if r["step"] == state.best_step)
     per_task_best = {}
-    for name in data:
+    for name in s.data:
         top = max(state.history, key=lambda r: task_score(r["tasks"][name]))
         per_task_best[name] = {"step": top["step"], "epoch": top["epoch"], "metrics": top["tasks"][name]}
     return {
-        "tasks": list(data),
+        "tasks": list(s.data),
         "best": best,
         "last": state.history[-1],
         "history": state.history,
         "per_task_best": per_task_best,
-        "train_examples": {n: len(d.train) for n, d in data.items()},
-        "dev_examples": {n: {s: len(e) for s, e in d.dev.items()} for n, d in data.items()},
+        "train_examples": {n: len(d.train) for n, d in s.data.items()},
+        "dev_examples": {n: {split: len(e) for split, e in d.dev.items()} for n, d in s.data.items()},
         "steps": state.step,
         "task_steps": state.task_steps,
-        "complete": state.step == plan.total_steps,
-        "steps_per_epoch": plan.steps_per_epoch,
-        "config": to_dict(cfg),
-        "versions": versions(),
+        "complete": state.step == s.plan.total_steps,
+        "steps_per_epoch": s.plan.steps_per_epoch,
+        "world_size": s.world.size,
+        "config": to_dict(s.cfg),
+        "versions": versions(s.world.device),
     }
 
 
-def versions() -> dict[str, str]:
+def versions(device: torch.device) -> dict[str, str]:
     import transformers
 
     return {
@@ -302,7 +293,7 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "threads": str(torch.get_num_threads()),
-        "device": str(device()),
+        "device": str(device),
     }
 
 
