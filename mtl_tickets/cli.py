@@ -272,6 +272,34 @@ def tickets_import(heads_file, ffn_file, task_names, model, out_file) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--task", required=True, help="The task whose ticket and head to export.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--tickets", "tickets_file", type=click.Path(dir_okay=False),
+              help="Prune with this ticket file instead of the run's own (predictions then change).")
+@friendly_errors
+def export(run_dir, task, out_dir, tickets_file) -> None:
+    """Export a task of a run as a physically pruned model (safetensors, config, tokenizer, ticket).
+
+    Heads and FFN neurons the task's ticket removes are sliced out of the weights; load it back with
+    `mtl_tickets.export.load_exported(OUT)`.
+
+    \b
+    Example:
+      mtl-tickets export runs/tickets_share --task rte --out exported/rte
+    """
+    from .export import export_run, load_exported
+
+    path = export_run(Path(run_dir), task, Path(out_dir), Path(tickets_file) if tickets_file else None)
+    meta = json.loads((path / "export.json").read_text())
+    heads = "/".join(str(layer["heads"]) for layer in meta["layers"])
+    ffn = "/".join(str(layer["ffn"]) for layer in meta["layers"])
+    load_exported(path)  # fail here, not in the user's code, if the folder does not load back
+    click.echo(f"exported {task} to {path}: heads per layer {heads}, FFN per layer {ffn}, "
+               f"{meta['params']:,} encoder-layer parameters")
+
+
+@main.command()
 @click.option("--tag", help="Only tasks with this tag.")
 def tasks(tag: str | None) -> None:
     """List the registered tasks (tasks/*.yaml and Python plug-ins).

@@ -1,0 +1,86 @@
+"""Physically pruned export: round trip with the masked model's predictions, per-layer sizes, edge tickets."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mtl_tickets import gates as gating
+from mtl_tickets import registry
+from mtl_tickets.encoders import load_tokenizer
+from mtl_tickets.export import export, load_exported
+from mtl_tickets.masks import Ticket
+from mtl_tickets.model import MultiTaskModel
+
+from .conftest import tiny_encoder, token_batch
+from .test_cli import cli
+from .test_multitask import ticket_file
+from .test_train import tiny_config
+
+
+def tiny_model():
+    model = MultiTaskModel(tiny_encoder(), registry.resolve(["rte"]), head_dropout=0.0).eval()
+    model.reset_task_heads(1)
+    return model
+
+
+def neuron_ticket():
+    rng = np.random.default_rng(1)
+    heads = rng.random((2, 4)) > 0.4
+    heads[0] = [False, False, True, False]  # all but one head
+    ffn = rng.random((2, 37)) > 0.5
+    ffn[1] = False  # every FFN neuron of layer 1
+    return Ticket(heads, ffn)
+
+
+TICKETS = {
+    "neuron": neuron_ticket(),
+    "layer": Ticket(np.array([[1, 0, 1, 1], [0, 0, 0, 1]], bool), np.array([False, True])),
+    "no heads in a layer": Ticket(np.array([[0, 0, 0, 0], [1, 1, 0, 1]], bool), np.ones((2, 37), bool)),
+}
+
+
+@pytest.mark.parametrize("name", list(TICKETS))
+def test_export_round_trip_predicts_like_the_masked_model(name, tiny_model_dir, tmp_path):
+    model, ticket = tiny_model(), TICKETS[name]
+    batch = token_batch()
+    with gating.applied(model.encoder, ticket.gates()):
+        masked = model(batch, "rte")
+    path = export(model, "rte", ticket, load_tokenizer(str(tiny_model_dir)), tmp_path / "out", "tiny")
+    loaded = load_exported(path)
+    torch.testing.assert_close(loaded.model(batch, "rte"), masked, rtol=1e-4, atol=1e-5)
+    with gating.applied(model.encoder, ticket.gates()):  # the source model is left as it was
+        torch.testing.assert_close(model(batch, "rte"), masked)
+    meta = json.loads((path / "export.json").read_text())
+    expected_heads = [max(1, int(h.sum())) for h in ticket.attn_heads]
+    assert [layer["heads"] for layer in meta["layers"]] == expected_heads
+    layer0 = loaded.model.encoder.encoder.layer[0]
+    assert layer0.attention.self.query.weight.shape[0] == expected_heads[0] * 8
+    assert loaded.ticket == ticket and loaded.task == "rte"
+
+
+def test_pruned_model_is_smaller():
+    model, ticket = tiny_model(), TICKETS["neuron"]
+    before = sum(p.numel() for p in model.encoder.encoder.parameters())
+    from mtl_tickets.export import prune_encoder
+
+    prune_encoder(model.encoder, ticket)
+    after = sum(p.numel() for p in model.encoder.encoder.parameters())
+    from mtl_tickets.gates import EncoderShape
+
+    shape = EncoderShape(2, 4, 37, 32)
+    silent = 32 + 1 + 32  # the zero placeholder neuron of layer 1, whose FFN lost every neuron
+    assert after == ticket.kept_params(shape) + silent and after < before
+
+
+def test_export_cli_from_a_ticket_run(tiny_model_dir, glue_slice, tmp_path):
+    from mtl_tickets.train import train
+
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte, stsb]", "sharing=tickets",
+                      f"tickets_file={ticket_file(tmp_path / 't.json')}", "train.max_steps=2")
+    run = train(cfg, progress=False).output_dir
+    result = cli("export", run, "--task", "stsb", "--out", tmp_path / "exported")
+    assert result.returncode == 0, result.stderr
+    assert "heads per layer 3/3" in result.stdout
+    assert load_exported(tmp_path / "exported").task == "stsb"
