@@ -1,0 +1,56 @@
+"""Helpers shared by the speed benchmarks: timing, machine description, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+PROTOCOL = "speed v1"
+
+
+def time_alternating(fns: dict[str, Callable[[], None]], repeats: int, burn_in: int = 2) -> dict[str, dict[str, float]]:
+    """Seconds per call of each function, run in alternation (burn-in first): min / median / max."""
+    for fn in fns.values():
+        for _ in range(burn_in):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"min": min(t), "median": statistics.median(t), "max": max(t)} for name, t in times.items()}
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import transformers
+
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def write_result(name: str, result: dict) -> Path:
+    """benchmarks/results/<name>.json with protocol, command, machine."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"protocol": PROTOCOL, "command": "python " + " ".join(sys.argv), "machine": machine(),
+               "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+               **result}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    return path

@@ -1,0 +1,64 @@
+"""Cost of per-task masks: one training step (forward, backward, AdamW) of the default encoder with
+and without a ticket's gates and frozen slices, alternating on the same batch (protocol speed v1).
+Target: under 3 % overhead.
+
+    python benchmarks/mask_overhead.py [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from common import time_alternating, write_result
+from mtl_tickets import gates as gating
+from mtl_tickets import registry
+from mtl_tickets.config import Config, TrainConfig
+from mtl_tickets.gates import EncoderShape
+from mtl_tickets.importance import Scores
+from mtl_tickets.optim import FrozenSlices, build_optimizer
+from mtl_tickets.pruning import levels, nested_tickets, owned_slices
+from mtl_tickets.train import build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=64)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = build_model(Config(), registry.resolve(["rte"]))
+    shape = EncoderShape.of(model.encoder)
+    rng = np.random.default_rng(0)
+    scores = Scores(rng.random((shape.layers, shape.heads)), rng.random((shape.layers, shape.ffn)))
+    ticket = nested_tickets(scores, levels([0.3], "units", shape, "neuron"), "winning")[0.3]
+    gates = ticket.gates()
+    optimizer = build_optimizer(model, TrainConfig())
+    slices = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)]
+    batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.seq_len)),
+             "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
+             "labels": torch.randint(0, 2, (args.batch_size,))}
+
+    def step(masked: bool) -> None:
+        with FrozenSlices(optimizer, slices if masked else []):
+            with gating.applied(model.encoder, gates if masked else None):
+                loss = model.loss(model(batch, "rte"), batch["labels"], "rte")
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    model.train()
+    timing = time_alternating({"unmasked": lambda: step(False), "masked": lambda: step(True)}, args.repeats)
+    overhead = timing["masked"]["median"] / timing["unmasked"]["median"] - 1
+    path = write_result("mask_overhead", {
+        "what": "one training step of the default encoder, batch x seq as given, 30 % winning ticket (neuron granularity)",
+        "baseline": "the same step without gates or frozen slices", "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "repeats": args.repeats, "seconds_per_step": timing, "overhead_median": overhead, "target": "< 3 %"})
+    print(f"masked vs unmasked step: {overhead:+.1%} (median of {args.repeats}); {path}")
+
+
+if __name__ == "__main__":
+    main()
