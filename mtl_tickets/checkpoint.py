@@ -32,6 +32,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one record per evaluation
     task_steps: dict[str, int] = field(default_factory=dict)  # steps each task has trained (the realised mix)
     sampler: dict = field(default_factory=dict)  # a dynamic scheduler's state
+    skipped_steps: list[dict] = field(default_factory=list)  # updates skipped for a non-finite loss
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -67,17 +68,45 @@ def load_weights(model: nn.Module, path: Path) -> None:
         )
 
 
+class StorageError(RuntimeError):
+    """A checkpoint or result could not be written (full disk, lost permission); nothing was replaced."""
+
+
+def bytes_needed(model: nn.Module) -> int:
+    """Disk a run needs at its peak: a checkpoint being written beside the last one (weights and two
+    Adam moments each), plus the best weights."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 2 * 3 * weights + weights
+
+
+def check_free_space(folder: Path, model: nn.Module) -> None:
+    free = shutil.disk_usage(folder).free
+    need = bytes_needed(model)
+    if free < need:
+        raise StorageError(
+            f"{folder} has {free / 2**20:.0f} MiB free, the run needs about {need / 2**20:.0f} MiB for its "
+            "checkpoints; free some space or choose another --output-dir"
+        )
+
+
 def save(folder: Path, model: nn.Module, optimizer, scheduler, state: TrainState) -> Path:
-    """Write a complete checkpoint, then point `latest` at it and drop older ones."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write a complete checkpoint, then point `latest` at it and drop older ones. A failed write
+    leaves the previous checkpoint as the latest and raises StorageError."""
     final = folder / f"step-{state.step:07d}"
     tmp = folder / f".tmp-step-{state.step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_weights(model, tmp / "model.safetensors")
-    trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
-    torch.save(trainer, tmp / "trainer.pt")
-    _fsync_write(tmp / "state.json", json.dumps(asdict(state)).encode())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_weights(model, tmp / "model.safetensors")
+        trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+        torch.save(trainer, tmp / "trainer.pt")
+        _fsync_write(tmp / "state.json", json.dumps(asdict(state)).encode())
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = (folder / "latest").read_text().strip() if (folder / "latest").is_file() else "none yet"
+        raise StorageError(f"could not write the checkpoint of step {state.step} in {folder} ({err}); "
+                           f"the last good checkpoint ({previous}) is intact: free space and rerun to resume") from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     atomic_write_text(folder / "latest", final.name)

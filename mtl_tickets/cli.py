@@ -20,6 +20,7 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .checkpoint import StorageError
         from .train import NumericalError, TrainingInterrupted
 
         try:
@@ -27,7 +28,7 @@ def friendly_errors(fn):
         except ConfigError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except NumericalError as err:
+        except (NumericalError, StorageError) as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(3)
         except TrainingInterrupted as err:

@@ -163,7 +163,9 @@ class TicketSet:
             raise ConfigError(f"{path}: not a readable ticket file ({err}); was it truncated?") from None
         try:
             ticket_set = _from_json(data, path)
-        except (KeyError, TypeError, AttributeError) as err:
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise
             raise ConfigError(f"{path}: malformed ticket file (missing or wrong {err})") from None
         if expect is not None and ticket_set.shape != expect:
             raise ConfigError(
@@ -190,7 +192,10 @@ def _from_json(data: dict, path: Path) -> TicketSet:
     if data.get("version") != VERSION:
         raise ConfigError(f"{path}: ticket file version {data.get('version')} is not supported (expected {VERSION})")
     enc = data["encoder"]
-    shape = EncoderShape(int(enc["layers"]), int(enc["heads"]), int(enc["ffn"]), int(enc["hidden"]))
+    sizes = [enc[k] for k in ("layers", "heads", "ffn", "hidden")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        raise ConfigError(f"{path}: encoder layers, heads, ffn and hidden must be positive integers, got {sizes}")
+    shape = EncoderShape(*sizes)
     granularity = data["ffn_granularity"]
     if granularity not in ("layer", "neuron"):
         raise ConfigError(f"{path}: ffn_granularity must be 'layer' or 'neuron', got {granularity!r}")

@@ -134,6 +134,8 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     data = {s.name: load_task(s, tokenizer, cfg.data) for s in specs}
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, specs, world.device)
+    if world.is_main:
+        checkpoint.check_free_space(out, model)
     tickets = run_tickets(cfg, model, out if world.is_main else None)
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
     names = list(streams)
@@ -185,27 +187,41 @@ def frozen_slices(model: MultiTaskModel, tickets: dict[str, Ticket], device: tor
 
 
 def train_step(s: Session, task: str) -> float:
-    """One optimizer step on one batch of `task` (this rank's shard of it); the mean loss over ranks."""
+    """One optimizer step on one batch of `task` (this rank's shard of it); the mean loss over ranks.
+
+    A NaN or infinite loss or gradient stops the run (`train.on_nonfinite: stop`) or skips the
+    update (`skip`); either way nothing non-finite reaches the weights or a checkpoint."""
     s.model.train()
     batch = {k: v.to(s.world.device) for k, v in s.streams[task].next(s.world).items()}
     bf16 = s.cfg.train.bf16 and s.world.device.type == "cuda"
-    with FrozenSlices(s.optimizer, s.frozen.get(task, [])):
-        with gating.applied(s.model.encoder, s.gates.get(task)), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
-            loss = s.model.loss(s.model(batch, task), batch["labels"], task)
+    with gating.applied(s.model.encoder, s.gates.get(task)), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+        loss = s.model.loss(s.model(batch, task), batch["labels"], task)
+    value = distributed.mean(loss.item(), s.world)
+    if math.isfinite(value):
         loss.backward()
         distributed.average_gradients(s.model, s.world)
-        if s.cfg.train.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.max_grad_norm)
-        s.optimizer.step()
-    s.scheduler.step()
+        norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.max_grad_norm or float("inf"))
+        if math.isfinite(norm):
+            with FrozenSlices(s.optimizer, s.frozen.get(task, [])):
+                s.optimizer.step()
+        else:
+            value = float("nan")
     s.optimizer.zero_grad(set_to_none=True)
-    value = distributed.mean(loss.item(), s.world)
     if not math.isfinite(value):
-        raise NumericalError(
-            f"loss is {value} on task {task!r} at step {s.state.step + 1}; nothing was saved after it "
-            f"(last good checkpoint in {s.out / 'checkpoints'}); try a lower learning rate"
-        )
+        handle_nonfinite(s, task, loss.item())
+    s.scheduler.step()
     return value
+
+
+def handle_nonfinite(s: Session, task: str, loss: float) -> None:
+    where = f"on task {task!r} at step {s.state.step + 1}"
+    if s.cfg.train.on_nonfinite == "stop":
+        raise NumericalError(
+            f"non-finite loss or gradient ({loss}) {where}; the weights were not updated and the last good "
+            f"checkpoint in {s.out / 'checkpoints'} is kept; try a lower learning rate or train.on_nonfinite=skip"
+        )
+    s.state.skipped_steps.append({"step": s.state.step + 1, "task": task})
+    log.warning("skipped the update %s: non-finite loss or gradient (%s)", where, loss)
 
 
 def record_step(s: Session, task: str, loss: float) -> None:
@@ -276,6 +292,7 @@ def summarize(s: Session) -> dict:
         "dev_examples": {n: {split: len(e) for split, e in d.dev.items()} for n, d in s.data.items()},
         "steps": state.step,
         "task_steps": state.task_steps,
+        "skipped_steps": state.skipped_steps,
         "complete": state.step == s.plan.total_steps,
         "steps_per_epoch": s.plan.steps_per_epoch,
         "world_size": s.world.size,
