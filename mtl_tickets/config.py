@@ -134,6 +134,23 @@ class TicketsConfig:
 
 
 @dataclass
+class SharingConfig:
+    """The adaptive sharing module (`sharing: adaptive`), mtl_tickets/sharing.py."""
+
+    scale: float = 3.0  # |initial gate logit| of a unit, from its super ticket
+    borrow: float = 2.0  # how far full affinity to another task moves a logit toward that task's ticket
+    affinity_init: float = -4.0  # initial task x task affinity logit (sigmoid(-4) = 0.018: nearly independent)
+    temperature: float = 0.5  # of the straight-through sigmoid
+    budget_weight: float = 10.0  # weight of (expected density - target density)^2
+    lr: float = 0.01  # learning rate of the gate logits and the affinity (no weight decay)
+
+    def __post_init__(self) -> None:
+        for key in ("scale", "temperature", "lr"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+
+
+@dataclass
 class Config:
     tasks: list[str] = field(default_factory=lambda: ["rte"])  # task names or tags (`glue`)
     output_dir: str = "runs/default"
@@ -141,16 +158,18 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     # full: every task uses the whole encoder (MT-DNN); tickets: each task trains and predicts through
-    # its ticket from `tickets_file` (the paper's Tickets-Share, or one task's ticket when rewinding).
-    sharing: Literal["full", "tickets"] = "full"
+    # its ticket from `tickets_file` (the paper's Tickets-Share, or one task's ticket when rewinding);
+    # adaptive: per-task gates start at those tickets and are learned jointly (sharing section).
+    sharing: Literal["full", "tickets", "adaptive"] = "full"
     tickets_file: str | None = None
     tickets: TicketsConfig = field(default_factory=TicketsConfig)
+    adaptive: SharingConfig = field(default_factory=SharingConfig)
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("tasks is empty: name at least one task, e.g. tasks: [rte]")
-        if self.sharing == "tickets" and not self.tickets_file:
-            raise ValueError("sharing 'tickets' needs tickets_file: a ticket set from `mtl-tickets tickets find`")
+        if self.sharing in ("tickets", "adaptive") and not self.tickets_file:
+            raise ValueError(f"sharing {self.sharing!r} needs tickets_file: a ticket set from `mtl-tickets tickets find`")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -13,6 +13,7 @@ from .gates import EncoderShape, Gates
 from .masks import TicketSet
 from .model import MultiTaskModel
 from .schema import ConfigError
+from .sharing import SharingModule
 
 
 def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> tuple[Config, MultiTaskModel]:
@@ -25,6 +26,10 @@ def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") 
     cfg = load_config(run_dir / "config.yaml", overrides)
     specs = [s for s in registry.resolve(cfg.tasks) if s.trainable]
     model = build_model(cfg, specs)
+    if cfg.sharing == "adaptive":
+        tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets
+        start = {n: tickets[n] for n in model.specs}
+        model.add_module("sharing", SharingModule.from_config(start, cfg.adaptive).to(next(model.parameters()).device))
     if weights == "best":
         path = run_dir / "best" / "model.safetensors"
     else:
@@ -37,7 +42,9 @@ def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") 
 
 
 def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates]:
-    """The tickets a run trained with (its own copy), as gates per task; none for `sharing: full`."""
+    """The gates a run evaluates with: its tickets, or the adaptive module's hard gates; none for `full`."""
+    if cfg.sharing == "adaptive":
+        return {name: model.sharing.hard_gates(name) for name in model.specs}
     if cfg.sharing != "tickets":
         return {}
     tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets

@@ -11,6 +11,10 @@ from typing import Protocol
 class MetricLogger(Protocol):
     def log_dict(self, payload: dict[str, float], step: int) -> None: ...
 
+    def log_figure(self, tag: str, figure, step: int) -> None: ...
+
+    def log_histogram(self, tag: str, values, step: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -24,6 +28,12 @@ class TensorBoardLogger:
         for tag, value in payload.items():
             self.writer.add_scalar(tag, value, step)
         self.writer.flush()
+
+    def log_figure(self, tag: str, figure, step: int) -> None:
+        self.writer.add_figure(tag, figure, step)  # closes the figure
+
+    def log_histogram(self, tag: str, values, step: int) -> None:
+        self.writer.add_histogram(tag, values, step)
 
     def close(self) -> None:
         self.writer.close()
@@ -39,6 +49,12 @@ class JsonlLogger:
         self.file.write(json.dumps({"step": step, **payload}) + "\n")
         self.file.flush()
 
+    def log_figure(self, tag: str, figure, step: int) -> None:
+        """Figures go to TensorBoard only."""
+
+    def log_histogram(self, tag: str, values, step: int) -> None:
+        """Histograms go to TensorBoard only."""
+
     def close(self) -> None:
         self.file.close()
 
@@ -52,6 +68,14 @@ class Loggers:
     def log_dict(self, payload: dict[str, float], step: int) -> None:
         for logger in self.loggers:
             logger.log_dict(payload, step)
+
+    def log_figure(self, tag: str, figure, step: int) -> None:
+        for logger in self.loggers:
+            logger.log_figure(tag, figure, step)
+
+    def log_histogram(self, tag: str, values, step: int) -> None:
+        for logger in self.loggers:
+            logger.log_histogram(tag, values, step)
 
     def close(self) -> None:
         for logger in self.loggers:

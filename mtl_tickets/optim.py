@@ -9,12 +9,19 @@ from torch import nn
 from .config import TrainConfig
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+def build_optimizer(model: nn.Module, cfg: TrainConfig, gate_lr: float | None = None) -> torch.optim.Optimizer:
+    """Parameters named `sharing.*` (adaptive gate logits) get `gate_lr` and no weight decay."""
+    decay, no_decay, gate = [], [], []
     for name, param in model.named_parameters():
-        if param.requires_grad:
+        if not param.requires_grad:
+            continue
+        if name.startswith("sharing."):
+            gate.append(param)
+        else:
             (no_decay if param.dim() < 2 else decay).append(param)  # biases and LayerNorm weights
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if gate:
+        groups.append({"params": gate, "weight_decay": 0.0, "lr": gate_lr or cfg.lr})
     if cfg.optimizer == "adamax":
         return torch.optim.Adamax(groups, lr=cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)

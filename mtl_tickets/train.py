@@ -37,6 +37,7 @@ from .optim import FrozenSlices, build_optimizer, build_scheduler
 from .pruning import owned_slices
 from .samplers import SamplerContext, TaskSampler, build_sampler
 from .schema import ConfigError, to_dict
+from .sharing import SharingModule
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
     s.loggers.close()
     results = summarize(s)
     if world.is_main:
+        if hasattr(s.model, "sharing"):
+            TicketSet(cfg.model.name, EncoderShape.of(s.model.encoder), s.model.sharing.tickets()).save(out / "learned_tickets.json")
         checkpoint.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return RunResult(out, results)
 
@@ -137,10 +140,13 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     if world.is_main:
         checkpoint.check_free_space(out, model)
     tickets = run_tickets(cfg, model, out if world.is_main else None)
+    if cfg.sharing == "adaptive":
+        model.add_module("sharing", SharingModule.from_config(tickets, cfg.adaptive).to(world.device))
+        tickets = {}  # learned gates: nothing fixed to freeze or to apply
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
     names = list(streams)
     plan = Plan.of({name: len(s) for name, s in streams.items()}, cfg)
-    optimizer = build_optimizer(model, cfg.train)
+    optimizer = build_optimizer(model, cfg.train, gate_lr=cfg.adaptive.lr)
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.train.warmup)
     context = SamplerContext(names, [len(streams[n]) for n in names], cfg.train.epochs)
     sampler = build_sampler(cfg.train.sampler, context, cfg.train.sampler_options)
@@ -165,8 +171,9 @@ def default_device() -> torch.device:
 
 
 def run_tickets(cfg: Config, model: MultiTaskModel, out: Path | None) -> dict[str, Ticket]:
-    """Each task's ticket under `sharing: tickets`, checked against the encoder; a copy is kept in `out`."""
-    if cfg.sharing != "tickets":
+    """Each task's ticket (sharing `tickets`, or the start of `adaptive`), checked against the encoder;
+    a copy is kept in `out`."""
+    if cfg.sharing == "full":
         return {}
     ticket_set = TicketSet.load(Path(cfg.tickets_file), expect=EncoderShape.of(model.encoder))
     missing = [name for name in model.specs if name not in ticket_set.tickets]
@@ -194,8 +201,12 @@ def train_step(s: Session, task: str) -> float:
     s.model.train()
     batch = {k: v.to(s.world.device) for k, v in s.streams[task].next(s.world).items()}
     bf16 = s.cfg.train.bf16 and s.world.device.type == "cuda"
-    with gating.applied(s.model.encoder, s.gates.get(task)), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+    sharing = getattr(s.model, "sharing", None)
+    gates = sharing.sampled_gates(task) if sharing is not None else s.gates.get(task)
+    with gating.applied(s.model.encoder, gates), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
         loss = s.model.loss(s.model(batch, task), batch["labels"], task)
+    if sharing is not None:
+        loss = loss + sharing.budget_loss(task)
     value = distributed.mean(loss.item(), s.world)
     if math.isfinite(value):
         loss.backward()
@@ -234,7 +245,7 @@ def record_step(s: Session, task: str, loss: float) -> None:
 def evaluate_and_keep_best(s: Session) -> None:
     """Evaluate every task through its own gates; keep the weights when the GLUE average improves."""
     state = s.state
-    tasks = {name: evaluate(s.model, d, s.cfg.train.eval_batch_size, s.gates.get(name)) for name, d in s.data.items()}
+    tasks = {name: evaluate(s.model, d, s.cfg.train.eval_batch_size, eval_gates(s, name)) for name, d in s.data.items()}
     score = glue_average(tasks)
     record = {"step": state.step, "epoch": round(state.step / s.plan.steps_per_epoch, 4), "glue_average": score, "tasks": tasks}
     state.history.append(record)
@@ -242,6 +253,8 @@ def evaluate_and_keep_best(s: Session) -> None:
                for t, r in tasks.items() for split, ms in r.items() for m, v in ms.items()}
     mix = {f"train/mix/{t}": n / state.step for t, n in state.task_steps.items()}
     s.loggers.log_dict({**payload, **mix, "eval/glue_average": score}, state.step)
+    if hasattr(s.model, "sharing"):
+        log_sharing(s.model.sharing, s.loggers, state.step)
     if s.world.is_main:
         summary = "  ".join(f"{t} {task_score(r):.2f}" for t, r in tasks.items())
         log.info("eval step %d epoch %.2f: %s | average %.2f", state.step, record["epoch"], summary, score)
@@ -251,6 +264,35 @@ def evaluate_and_keep_best(s: Session) -> None:
             (s.out / "best").mkdir(exist_ok=True)
             checkpoint.save_weights(s.model, s.out / "best" / "model.safetensors")
             checkpoint.atomic_write_text(s.out / "best" / "eval.json", json.dumps(record, indent=2))
+
+
+def eval_gates(s: Session, task: str) -> gating.Gates | None:
+    sharing = getattr(s.model, "sharing", None)
+    return sharing.hard_gates(task) if sharing is not None else s.gates.get(task)
+
+
+def log_sharing(sharing: SharingModule, loggers: Loggers, step: int) -> None:
+    """What the adaptive module has learned: densities, affinity, overlap and gate distributions."""
+    from .board import heatmap_figure, ticket_map_figure
+
+    report = sharing.report()
+    names = report["tasks"]
+    scalars = {f"sharing/{t}/{k}": v for t, d in report["density"].items() for k, v in d.items()}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i < j:
+                scalars[f"sharing/jaccard_heads/{a}-{b}"] = report["overlap"]["attn_heads"]["jaccard"][i][j]
+    loggers.log_dict(scalars, step)
+    loggers.log_figure("sharing/affinity", heatmap_figure(report["affinity"], names, "learned affinity sigmoid(A)"), step)
+    for part, label in (("attn_heads", "heads"), ("ffn", "FFN units")):
+        loggers.log_figure(f"sharing/overlap_{label.split()[0].lower()}",
+                           heatmap_figure(report["overlap"][part]["jaccard"], names, f"Jaccard of kept {label}"), step)
+    for name, ticket in sharing.tickets().items():
+        loggers.log_figure(f"sharing/{name}/ticket", ticket_map_figure(ticket, name), step)
+        for part in ("attn_heads", "ffn"):
+            with torch.no_grad():
+                probs = torch.sigmoid(sharing.logits(name, part)).flatten().cpu()
+            loggers.log_histogram(f"sharing/{name}/{part}_gate_probability", probs, step)
 
 
 def save_checkpoint(s: Session) -> None:
@@ -296,6 +338,7 @@ def summarize(s: Session) -> dict:
         "complete": state.step == s.plan.total_steps,
         "steps_per_epoch": s.plan.steps_per_epoch,
         "world_size": s.world.size,
+        "sharing": s.model.sharing.report() if hasattr(s.model, "sharing") else None,
         "config": to_dict(s.cfg),
         "versions": versions(s.world.device),
     }
