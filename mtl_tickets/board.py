@@ -85,3 +85,26 @@ def save_figure(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def write_overlap_board(log_dir: Path, tickets: dict[str, Ticket], step: int = 0) -> None:
+    """TensorBoard: Jaccard and shared-unit heatmaps (heads and FFN), per-task ticket maps, scalars."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .masks import overlap
+
+    result = overlap(tickets)
+    names = list(tickets)
+    writer = SummaryWriter(log_dir=str(log_dir))
+    for part, label in (("attn_heads", "heads"), ("ffn", "FFN")):
+        o = result[part]
+        writer.add_figure(f"overlap/{label}_jaccard", heatmap_figure(o["jaccard"], names, f"Jaccard of kept {label}"), step)
+        writer.add_figure(f"overlap/{label}_shared", heatmap_figure(o["shared"], names, f"shared {label} units", vmax=None), step)
+        for i, a in enumerate(names):
+            for j, b in enumerate(names[i + 1:], start=i + 1):
+                writer.add_scalar(f"overlap/{label}_jaccard/{a}-{b}", o["jaccard"][i][j], step)
+        counts = np.asarray(o["tasks_keeping"])
+        writer.add_histogram(f"overlap/{label}_tasks_keeping_each_unit", counts.ravel(), step)
+    for name, ticket in tickets.items():
+        writer.add_figure(f"tickets/{name}", ticket_map_figure(ticket, name), step)
+    writer.close()

@@ -301,6 +301,50 @@ def export(run_dir, task, out_dir, tickets_file) -> None:
 
 
 @main.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--logdir", type=click.Path(file_okay=False), help="Write TensorBoard views here (default: none).")
+@friendly_errors
+def overlap(source, logdir) -> None:
+    """Task x task overlap of tickets: Jaccard and shared units, heads and FFN separately.
+
+    SOURCE is a ticket file, or a run directory (its learned_tickets.json, else its tickets.json).
+    Also prints, per layer, how many tasks keep each head.
+
+    \b
+    Examples:
+      mtl-tickets overlap runs/tickets/tickets.json --logdir runs/tickets/overlap
+      mtl-tickets overlap runs/adaptive && tensorboard --logdir runs/adaptive
+    """
+    from .masks import TicketSet, overlap as measure
+
+    path = Path(source)
+    if path.is_dir():
+        found = [p for p in (path / "learned_tickets.json", path / "tickets.json") if p.is_file()]
+        if not found:
+            raise ConfigError(f"{path} has no learned_tickets.json or tickets.json; give a ticket file or a ticket run")
+        path = found[0]
+    ticket_set = TicketSet.load(path)
+    result = measure(ticket_set.tickets)
+    names = list(ticket_set.tickets)
+    click.echo(f"tickets: {path} ({len(names)} tasks)")
+    for part, label in (("attn_heads", "heads"), ("ffn", "FFN")):
+        o = result[part]
+        click.echo(f"\n{label}: Jaccard (shared units)")
+        click.echo(" " * 8 + "".join(f"{n:>16}" for n in names))
+        for i, a in enumerate(names):
+            cells = "".join(f"{o['jaccard'][i][j]:>9.2f} ({o['shared'][i][j]:>4})" for j in range(len(names)))
+            click.echo(f"{a:8}{cells}")
+    click.echo("\nheads: how many tasks keep each head")
+    for layer, row in enumerate(result["attn_heads"]["tasks_keeping"]):
+        click.echo(f"  layer {layer:2d}  " + " ".join(str(c) for c in row))
+    if logdir:
+        from .board import write_overlap_board
+
+        write_overlap_board(Path(logdir), ticket_set.tickets)
+        click.echo(f"TensorBoard: tensorboard --logdir {logdir}")
+
+
+@main.command()
 @click.option("--tag", help="Only tasks with this tag.")
 def tasks(tag: str | None) -> None:
     """List the registered tasks (tasks/*.yaml and Python plug-ins).

@@ -69,3 +69,18 @@ def test_import_of_the_reference_mask_files(tmp_path):
     assert ts.tickets["rte"].attn_heads.tolist() == [[1, 1, 1, 1], [0, 1, 1, 0]]
     assert ts.tickets["rte"].ffn.tolist() == [True, False] and ts.granularity == "layer"
     assert ts.tickets["mrpc"].attn_heads[0].tolist() == [1, 1, 0, 1]
+
+
+def test_overlap_cli_prints_tables_and_writes_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from .test_cli import cli
+
+    TicketSet("tiny", SHAPE, {"rte": A, "mrpc": B}).save(tmp_path / "t.json")
+    result = cli("overlap", tmp_path / "t.json", "--logdir", tmp_path / "tb")
+    assert result.returncode == 0, result.stderr
+    assert "0.57 (   4)" in result.stdout  # heads Jaccard 4/7 with 4 shared
+    assert "layer  1  2 1 2 2" in result.stdout
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    assert {"overlap/heads_jaccard", "overlap/FFN_jaccard", "tickets/rte"} <= set(events.Tags()["images"])
+    assert events.Scalars("overlap/heads_jaccard/rte-mrpc")[0].value == pytest.approx(4 / 7)
