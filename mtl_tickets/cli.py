@@ -300,6 +300,35 @@ def export(run_dir, task, out_dir, tickets_file) -> None:
                f"{meta['params']:,} encoder-layer parameters")
 
 
+@main.command("compare")
+@run_options
+@click.option("--tickets", "tickets_file", type=click.Path(dir_okay=False), help="Super tickets (from tickets find).")
+@click.option("--seeds", help="Comma-separated seeds, e.g. 1,2,3.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly_errors
+def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, **flags) -> None:
+    """Compare shared and task-specific tickets on the same data, seeds and budget.
+
+    Trains (or reuses) single-task full models, single-task super tickets, joint full (MT-DNN),
+    joint tickets (Tickets-Share) and joint adaptive, and prints one table; writes
+    OUTPUT_DIR/comparison.csv and comparison.md.
+
+    \b
+    Example:
+      mtl-tickets compare --config configs/compare_mini_glue.yaml --tickets runs/tickets/tickets.json
+    """
+    from .compare import compare, write_table
+
+    extra = list(overrides)
+    if tickets_file:
+        extra.append(f"tickets_file={json.dumps(tickets_file)}")
+    if seeds:
+        extra.append(f"compare.seeds=[{seeds}]")
+    cfg = build_config(config_file, tasks, tuple(extra), **flags)
+    compare(cfg, progress=not quiet)
+    click.echo((Path(cfg.output_dir) / "comparison.md").read_text())
+
+
 @main.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--logdir", type=click.Path(file_okay=False), help="Write TensorBoard views here (default: none).")

@@ -151,6 +151,19 @@ class SharingConfig:
 
 
 @dataclass
+class CompareConfig:
+    """`mtl-tickets compare`: the contenders, trained on the same data, seeds and budget."""
+
+    contenders: list[Literal["single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"]] = field(
+        default_factory=lambda: ["single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+
+    def __post_init__(self) -> None:
+        if not self.seeds or not self.contenders:
+            raise ValueError("compare needs at least one seed and one contender")
+
+
+@dataclass
 class Config:
     tasks: list[str] = field(default_factory=lambda: ["rte"])  # task names or tags (`glue`)
     output_dir: str = "runs/default"
@@ -164,6 +177,7 @@ class Config:
     tickets_file: str | None = None
     tickets: TicketsConfig = field(default_factory=TicketsConfig)
     adaptive: SharingConfig = field(default_factory=SharingConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def __post_init__(self) -> None:
         if not self.tasks:

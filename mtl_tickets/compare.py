@@ -1,0 +1,122 @@
+"""Shared vs task-specific tickets, one command: every contender trained on the same data, seeds and
+budget, one table (per-task metric mean ± std over seeds, the GLUE average, the parameters used).
+
+    table = compare(load_config("configs/compare_mini_glue.yaml"))
+
+Contenders: `single_full` (one model per task), `single_tickets` (one model per task through its super
+ticket), `joint_full` (MT-DNN), `joint_tickets` (Tickets-Share), `joint_adaptive` (learned sharing).
+Every run is an ordinary run directory under `<output_dir>/<contender>/`, so finished runs are reused.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import registry
+from .config import Config
+from .encoders import load_shape
+from .masks import Ticket, TicketSet
+from .metrics import task_score
+from .schema import ConfigError
+from .train import train
+
+SHARING = {"single_full": "full", "single_tickets": "tickets", "joint_full": "full",
+           "joint_tickets": "tickets", "joint_adaptive": "adaptive"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One contender: per-task scores over seeds, and what it costs in encoder parameters."""
+
+    contender: str
+    scores: dict[str, list[float]]  # task -> one score per seed
+    glue: list[float]  # GLUE average per seed
+    params_per_task: float  # mean fraction of encoder-layer parameters one task runs through
+    params_total: float  # encoder-layer parameters to store, in units of one full encoder
+
+
+def compare(cfg: Config, progress: bool = True) -> list[Row]:
+    """Train (or reuse) every contender with every seed; write comparison.csv and .md; return the rows."""
+    if not cfg.tickets_file:
+        raise ConfigError("compare needs tickets_file: the super tickets (`mtl-tickets tickets find`)")
+    shape = load_shape(cfg.model.name)
+    super_tickets = TicketSet.load(Path(cfg.tickets_file), expect=shape).tickets
+    tasks = [s.name for s in registry.resolve(cfg.tasks) if s.trainable]
+    rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
+    write_table(Path(cfg.output_dir), rows, tasks)
+    return rows
+
+
+def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: dict[str, Ticket], shape, progress: bool) -> Row:
+    scores: dict[str, list[float]] = {t: [] for t in tasks}
+    used: list[dict[str, Ticket]] = []
+    for seed in cfg.compare.seeds:
+        groups = [[t] for t in tasks] if contender.startswith("single") else [tasks]
+        for group in groups:
+            results, out = run(cfg, contender, group, seed, progress)
+            for task in group:
+                scores[task].append(task_score(results["best"]["tasks"][task]))
+            used.append(tickets_used(contender, group, super_tickets, out, shape))
+    glue = [statistics.mean(scores[t][i] for t in tasks) for i in range(len(cfg.compare.seeds))]
+    per_task = statistics.mean(t.kept_params(shape) for u in used for t in u.values()) / full_params(shape)
+    per_seed = len(used) // len(cfg.compare.seeds)
+    total = sum(union_params(list(u.values()), shape) for u in used[:per_seed]) / full_params(shape)
+    return Row(contender, scores, glue, per_task, total)
+
+
+def run(cfg: Config, contender: str, tasks: list[str], seed: int, progress: bool) -> tuple[dict, Path]:
+    cell = copy.deepcopy(cfg)
+    cell.tasks, cell.sharing, cell.train.seed = tasks, SHARING[contender], seed
+    name = tasks[0] if contender.startswith("single") else "joint"
+    cell.output_dir = str(Path(cfg.output_dir) / contender / f"{name}-s{seed}")
+    if cell.sharing == "full":
+        cell.tickets_file = None
+    result = train(cell, progress)
+    return result.results, result.output_dir
+
+
+def tickets_used(contender: str, tasks: list[str], super_tickets: dict[str, Ticket], out: Path, shape) -> dict[str, Ticket]:
+    if SHARING[contender] == "full":
+        return {t: Ticket.full(shape, next(iter(super_tickets.values())).granularity) for t in tasks}
+    if SHARING[contender] == "adaptive":
+        return TicketSet.load(out / "learned_tickets.json").tickets
+    return {t: super_tickets[t] for t in tasks}
+
+
+def full_params(shape) -> int:
+    return Ticket.full(shape).kept_params(shape)
+
+
+def union_params(tickets: list[Ticket], shape) -> int:
+    """Encoder-layer parameters of the units any of the tickets keeps."""
+    union = Ticket(np.logical_or.reduce([t.attn_heads for t in tickets]), np.logical_or.reduce([t.ffn for t in tickets]))
+    return union.kept_params(shape)
+
+
+def fmt(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def write_table(out: Path, rows: list[Row], tasks: list[str]) -> None:
+    """comparison.csv (one line per contender and seed) and comparison.md (mean ± std)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "comparison.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["contender", "seed_index", *tasks, "glue_average", "params_per_task", "params_total"])
+        for r in rows:
+            for i, glue in enumerate(r.glue):
+                writer.writerow([r.contender, i, *(f"{r.scores[t][i]:.2f}" for t in tasks), f"{glue:.2f}",
+                                 f"{r.params_per_task:.3f}", f"{r.params_total:.3f}"])
+    header = "| contender | " + " | ".join(tasks) + " | GLUE avg | params/task | params stored |"
+    lines = [header, "|" + "---|" * (len(tasks) + 4)]
+    for r in rows:
+        lines.append(f"| {r.contender} | " + " | ".join(fmt(r.scores[t]) for t in tasks)
+                     + f" | {fmt(r.glue)} | {r.params_per_task:.1%} | {r.params_total:.2f}x |")
+    (out / "comparison.md").write_text("\n".join(lines) + "\n")
