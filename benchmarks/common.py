@@ -54,3 +54,23 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1))
     return path
+
+
+def default_model_and_ticket(sparsity: float):
+    """The default encoder (RTE head) and a winning ticket removing `sparsity` of its heads and FFN
+    neurons, from random scores: speed depends on how many units go, not on which."""
+    import numpy as np
+
+    from mtl_tickets import registry
+    from mtl_tickets.config import Config
+    from mtl_tickets.gates import EncoderShape
+    from mtl_tickets.importance import Scores
+    from mtl_tickets.pruning import levels, nested_tickets
+    from mtl_tickets.train import build_model
+
+    torch.manual_seed(0)
+    model = build_model(Config(), registry.resolve(["rte"]))
+    shape = EncoderShape.of(model.encoder)
+    rng = np.random.default_rng(0)
+    scores = Scores(rng.random((shape.layers, shape.heads)), rng.random((shape.layers, shape.ffn)))
+    return model, nested_tickets(scores, levels([sparsity], "units", shape, "neuron"), "winning")[sparsity]

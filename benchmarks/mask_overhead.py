@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from common import time_alternating, write_result
+from common import default_model_and_ticket, time_alternating, write_result
 from mtl_tickets import gates as gating
-from mtl_tickets import registry
-from mtl_tickets.config import Config, TrainConfig
-from mtl_tickets.gates import EncoderShape
-from mtl_tickets.importance import Scores
+from mtl_tickets.config import TrainConfig
 from mtl_tickets.optim import FrozenSlices, build_optimizer
-from mtl_tickets.pruning import levels, nested_tickets, owned_slices
-from mtl_tickets.train import build_model
+from mtl_tickets.pruning import owned_slices
 
 
 def main() -> None:
@@ -29,12 +24,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=64)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    model = build_model(Config(), registry.resolve(["rte"]))
-    shape = EncoderShape.of(model.encoder)
-    rng = np.random.default_rng(0)
-    scores = Scores(rng.random((shape.layers, shape.heads)), rng.random((shape.layers, shape.ffn)))
-    ticket = nested_tickets(scores, levels([0.3], "units", shape, "neuron"), "winning")[0.3]
+    model, ticket = default_model_and_ticket(0.3)
     gates = ticket.gates()
     optimizer = build_optimizer(model, TrainConfig())
     slices = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)]

@@ -10,19 +10,13 @@ from __future__ import annotations
 import argparse
 import copy
 
-import numpy as np
 import torch
 
-from common import time_alternating, write_result
+from common import default_model_and_ticket, time_alternating, write_result
 from mtl_tickets import gates as gating
-from mtl_tickets import registry
-from mtl_tickets.config import Config
 from mtl_tickets.export import prune_encoder
 from mtl_tickets.gates import EncoderShape
-from mtl_tickets.importance import Scores
 from mtl_tickets.masks import Ticket
-from mtl_tickets.pruning import levels, nested_tickets
-from mtl_tickets.train import build_model
 
 
 def layer_flops(ticket: Ticket, shape: EncoderShape, T: int) -> float:
@@ -40,12 +34,9 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    dense = build_model(Config(), registry.resolve(["rte"])).eval()
+    dense, ticket = default_model_and_ticket(args.sparsity)
+    dense.eval()
     shape = EncoderShape.of(dense.encoder)
-    rng = np.random.default_rng(0)
-    scores = Scores(rng.random((shape.layers, shape.heads)), rng.random((shape.layers, shape.ffn)))
-    ticket = nested_tickets(scores, levels([args.sparsity], "units", shape, "neuron"), "winning")[args.sparsity]
     pruned = copy.deepcopy(dense)
     prune_encoder(pruned.encoder, ticket)
     gates = ticket.gates()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,7 +92,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(None, [f"data.glue_dir={args.glue_dir}", "data.max_train_examples=2000", "tasks=[rte]",
                              "output_dir=runs/bench-throughput", f"train.epochs={max(args.epochs, 1)}"])
-    session = start_session(cfg, World(), __import__("pathlib").Path("runs/bench-throughput-ours"))
+    scratch = Path("runs/bench-throughput-ours")
+    scratch.mkdir(parents=True, exist_ok=True)
+    session = start_session(cfg, World(), scratch)
     data = session.data["rte"]
     train_set = hf_dataset(data.train)
     tokens_per_example = float(data.train.lengths.mean())

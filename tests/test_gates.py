@@ -1,5 +1,6 @@
 """Gate invariants (DESIGN.md decision 1) on tiny BERT, RoBERTa and ELECTRA encoders."""
 
+import contextlib
 import pytest
 import torch
 
@@ -21,36 +22,35 @@ def test_all_ones_gates_equal_no_hooks_exactly(any_encoder):
         assert torch.equal(hidden(any_encoder), hidden(any_encoder, Gates.ones(shape, granularity)))
 
 
+@contextlib.contextmanager
+def zeroed_columns(linear, columns):
+    """Zero some input columns of a Linear inside the block, then restore them."""
+    saved = linear.weight.detach().clone()
+    with torch.no_grad():
+        linear.weight[:, columns] = 0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            linear.weight.copy_(saved)
+
+
 def test_masked_head_equals_zeroing_its_output_columns(any_encoder):
     shape = EncoderShape.of(any_encoder)
     g = Gates.ones(shape)
     g.attn_heads[1, 2] = 0
     gated = hidden(any_encoder, Gates(attn_heads=g.attn_heads))
     d = shape.hidden // shape.heads
-    dense = any_encoder.encoder.layer[1].attention.output.dense
-    saved = dense.weight.detach().clone()
-    with torch.no_grad():
-        dense.weight[:, 2 * d : 3 * d] = 0
-    try:
+    with zeroed_columns(any_encoder.encoder.layer[1].attention.output.dense, slice(2 * d, 3 * d)):
         torch.testing.assert_close(gated, hidden(any_encoder), rtol=0, atol=1e-6)
-    finally:
-        with torch.no_grad():
-            dense.weight.copy_(saved)
 
 
 def test_masked_ffn_neuron_equals_zeroing_its_weights(tiny_bert):
     g = Gates.ones(EncoderShape.of(tiny_bert))
     g.ffn[0, [3, 5]] = 0
     gated = hidden(tiny_bert, Gates(ffn=g.ffn))
-    out = tiny_bert.encoder.layer[0].output.dense
-    saved = out.weight.detach().clone()
-    with torch.no_grad():
-        out.weight[:, [3, 5]] = 0
-    try:
+    with zeroed_columns(tiny_bert.encoder.layer[0].output.dense, [3, 5]):
         torch.testing.assert_close(gated, hidden(tiny_bert), rtol=0, atol=1e-6)
-    finally:
-        with torch.no_grad():
-            out.weight.copy_(saved)
 
 
 def test_masked_ffn_layer_gives_layernorm_of_attention_output(tiny_bert):
