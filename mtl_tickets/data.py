@@ -210,12 +210,12 @@ def _cache_key(spec: TaskSpec, source: str, tokenizer, max_seq_len: int) -> str:
 def load_encoded(spec: TaskSpec, split: str, labelled: bool, tokenizer, cfg: DataConfig) -> Encoded:
     """A tokenized split, from the cache when its source file and tokenizer are unchanged."""
     glue_dir = cfg.resolved_glue_dir()
-    source = "hub"
-    if glue_dir is not None and spec.tsv is not None:
-        path = find_split_file(glue_dir / spec.tsv.dir, split)
-        source = str(path) if path else f"{glue_dir}/{spec.tsv.dir}/{split}"
+    from_tsv = glue_dir is not None and spec.tsv is not None
+    if from_tsv:
+        found = find_split_file(glue_dir / spec.tsv.dir, split)
+        source = str(found) if found else f"{glue_dir}/{spec.tsv.dir}/{split}"
     else:
-        source = f"hub:{split}"
+        source = f"hub:{spec.hub.path}/{spec.hub.name}/{split}"
     path = cache_dir(cfg) / f"{spec.name}-{split}-{_cache_key(spec, source, tokenizer, cfg.max_seq_len)}.npz"
     if path.is_file():
         try:
@@ -223,9 +223,7 @@ def load_encoded(spec: TaskSpec, split: str, labelled: bool, tokenizer, cfg: Dat
                 return Encoded(z["ids"], z["types"], z["offsets"], z["labels"])
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable cache file %s", path)
-    raw = read_split(spec, glue_dir, split, labelled) if glue_dir is not None and spec.tsv else None
-    if raw is None:
-        raw = read_hub_split(spec, split, labelled)
+    raw = read_split(spec, glue_dir, split, labelled) if from_tsv else read_hub_split(spec, split, labelled)
     encoded = encode(raw, tokenizer, cfg.max_seq_len)
     _save_npz(path, encoded)
     return encoded

@@ -138,3 +138,33 @@ def test_collate_pads_dynamically():
     assert batch["input_ids"].tolist() == [[1, 2, 0, 0, 0], [3, 4, 5, 6, 7]]
     assert batch["attention_mask"].tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["labels"].tolist() == [0, 1]
+
+
+def test_without_a_glue_dir_data_comes_from_the_hub(monkeypatch, tiny_model_dir, tmp_path):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
+        rows = {"sentence1": ["a cat", "a dog sat"], "sentence2": ["an animal", "nothing"], "label": [0, 1]}
+        return datasets.Dataset.from_dict(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    task = load_task(registry.all_tasks()["rte"], tokenizer, DataConfig(cache_dir=str(tmp_path)))
+    assert calls == [("nyu-mll/glue", "rte", "train"), ("nyu-mll/glue", "rte", "validation")]
+    assert len(task.train) == 2 and task.dev["validation"].labels.tolist() == [0, 1]
+
+
+def test_an_unreachable_hub_is_one_clear_error(monkeypatch, tiny_model_dir, tmp_path):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    with pytest.raises(ConfigError, match="offline\\? give --glue-dir"):
+        load_task(registry.all_tasks()["rte"], load_tokenizer(str(tiny_model_dir)), DataConfig(cache_dir=str(tmp_path)))
