@@ -57,6 +57,8 @@ def ticket_map_figure(ticket: Ticket, task: str):
     right.barh(range(len(ffn)), ffn, color="tab:green")
     right.set_xlim(0, 1)
     right.set_ylim(len(ffn) - 0.5, -0.5)
+    right.set_yticks(range(len(ffn)))
+    right.set_ylabel("layer")
     right.set_xlabel("FFN kept")
     right.set_title("FFN")
     fig.tight_layout()

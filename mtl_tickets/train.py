@@ -283,7 +283,7 @@ def log_sharing(sharing: SharingModule, loggers: Loggers, step: int) -> None:
             if i < j:
                 scalars[f"sharing/jaccard_heads/{a}-{b}"] = report["overlap"]["attn_heads"]["jaccard"][i][j]
     loggers.log_dict(scalars, step)
-    loggers.log_figure("sharing/affinity", heatmap_figure(report["affinity"], names, "learned affinity sigmoid(A)"), step)
+    loggers.log_figure("sharing/affinity", heatmap_figure(report["affinity"], names, "affinity: row task borrows from column"), step)
     for part, label in (("attn_heads", "heads"), ("ffn", "FFN units")):
         loggers.log_figure(f"sharing/overlap_{label.split()[0].lower()}",
                            heatmap_figure(report["overlap"][part]["jaccard"], names, f"Jaccard of kept {label}"), step)
