@@ -57,9 +57,13 @@ def test_tasks_lists_the_registry():
 
 
 def test_every_command_has_help_with_an_example():
-    for command in ("train", "evaluate", "predict", "tasks"):
-        result = cli(command, "--help")
-        assert result.returncode == 0 and "Example" in result.stdout
+    from mtl_tickets.cli import main
+
+    commands = [[name] for name in main.commands if name != "tickets"] + [["tickets", c] for c in main.commands["tickets"].commands]
+    assert len(commands) >= 10
+    for command in commands:
+        result = cli(*command, "--help")
+        assert result.returncode == 0 and "Example" in result.stdout, command
 
 
 def broken_glue(glue_slice, tmp_path):
