@@ -317,7 +317,7 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
     Example:
       mtl-tickets compare --config configs/compare_mini_glue.yaml --tickets runs/tickets/tickets.json
     """
-    from .compare import compare, write_table
+    from .compare import compare
 
     extra = list(overrides)
     if tickets_file:

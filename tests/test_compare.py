@@ -2,7 +2,6 @@
 
 import csv
 
-from mtl_tickets.compare import compare
 
 from .test_cli import cli
 from .test_multitask import ticket_file

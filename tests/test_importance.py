@@ -1,7 +1,6 @@
 """Importance scores: the per-token form against a direct computation, and the gate gradient."""
 
 import numpy as np
-import pytest
 import torch
 
 from mtl_tickets import registry

@@ -2,7 +2,6 @@
 clear error and never damage finished work."""
 
 import errno
-import json
 import shutil
 import string
 from pathlib import Path

@@ -4,7 +4,6 @@ affinity, evaluation is binary, the budget holds, TensorBoard shows what it lear
 import json
 
 import numpy as np
-import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
