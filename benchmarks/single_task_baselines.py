@@ -25,8 +25,10 @@ PROTOCOL = "mini-GLUE v1"
 TRAIN_EXAMPLES = {"cola": None, "sst2": 2000, "mrpc": 2000, "stsb": 2000, "rte": 2000, "wnli": None}
 GRIDS = {
     "main": [(t, "mean", 1e-4, 1) for t in TRAIN_EXAMPLES],
-    "pooling": [(t, "pooler", 1e-4, 1) for t in ("cola", "mrpc", "rte")] + [(t, "cls", 1e-4, 1) for t in ("cola", "rte")],
-    "lr": [(t, "mean", 5e-5, 1) for t in ("cola", "mrpc", "rte")],
+    "pooling": [(t, "pooler", 1e-4, 1) for t in ("cola", "mrpc", "rte")],
+    "cls": [(t, "cls", 1e-4, 1) for t in ("cola", "rte")],
+    "lr": [(t, "mean", 5e-5, 1) for t in ("cola", "mrpc")],
+    "lr_more": [(t, "mean", 5e-5, 1) for t in ("rte", "stsb")],
     "seeds": [(t, "mean", 1e-4, s) for s in (2, 3) for t in TRAIN_EXAMPLES],
 }
 
