@@ -90,25 +90,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=float, default=0, help="also train this many full epochs with each and compare dev")
     args = parser.parse_args()
-    TASK = args.task
-    cfg = load_config(None, [f"data.glue_dir={args.glue_dir}", "data.max_train_examples=2000", f"tasks=[{TASK}]",
-                             f"output_dir=runs/bench-throughput-{TASK}", f"train.epochs={max(args.epochs, 1)}"])
+    task = args.task
+    cfg = load_config(None, [f"data.glue_dir={args.glue_dir}", "data.max_train_examples=2000", f"tasks=[{task}]",
+                             f"output_dir=runs/bench-throughput-{task}", f"train.epochs={max(args.epochs, 1)}"])
     scratch = Path("runs/bench-throughput-ours")
     scratch.mkdir(parents=True, exist_ok=True)
     session = start_session(cfg, World(), scratch)
-    data = session.data[TASK]
+    data = session.data[task]
     train_set = hf_dataset(data.train)
     tokens_per_example = float(data.train.lengths.mean())
 
     def ours() -> float:
         start = time.perf_counter()
         for _ in range(args.steps):
-            train_step(session, TASK)
+            train_step(session, task)
         return time.perf_counter() - start
 
     def hf() -> float:
         torch.manual_seed(cfg.train.seed)
-        trainer = trainer_for(cfg, build_model(cfg, registry.resolve([TASK])), train_set, args.steps, 1, "runs/bench-throughput-hf")
+        trainer = trainer_for(cfg, build_model(cfg, registry.resolve([task])), train_set, args.steps, 1, "runs/bench-throughput-hf")
         start = time.perf_counter()
         trainer.train()
         return time.perf_counter() - start
@@ -127,7 +127,7 @@ def main() -> None:
     c = encoder.config
     flops_per_token = 6 * layer_params + 12 * c.num_hidden_layers * tokens_per_example * c.hidden_size  # fwd+bwd
     peak = matmul_peak()
-    result = {"what": f"{args.steps} training steps of batch {cfg.train.batch_size} on {TASK} (2,000, mean {tokens_per_example:.1f} tokens)",
+    result = {"what": f"{args.steps} training steps of batch {cfg.train.batch_size} on {task} (2,000, mean {tokens_per_example:.1f} tokens)",
               "baseline": "transformers Trainer, dynamic padding + group_by_length, same model", "repeats": args.repeats,
               "rates": rate, "speedup_vs_trainer": ratio, "target": ">= 1.25x the Trainer",
               "mfu": {"matmul_peak_flops": peak, "model_flops_per_token": flops_per_token,
@@ -144,17 +144,17 @@ def full_training(cfg, session, train_set, epochs: float) -> dict:
     """Both trained `epochs` epochs from the same start; time and final dev metrics."""
     from mtl_tickets.train import train
 
-    TASK = cfg.tasks[0]
+    task = cfg.tasks[0]
     start = time.perf_counter()
-    ours = train(cfg, progress=False).results["last"]["tasks"][TASK]["dev"]
+    ours = train(cfg, progress=False).results["last"]["tasks"][task]["dev"]
     ours_s = time.perf_counter() - start
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, registry.resolve([TASK]))
+    model = build_model(cfg, registry.resolve([task]))
     trainer = trainer_for(cfg, model, train_set, -1, epochs, "runs/bench-throughput-hf")
     start = time.perf_counter()
     trainer.train()
     hf_s = time.perf_counter() - start
-    hf = evaluate(model, session.data[TASK], cfg.train.eval_batch_size)["dev"]
+    hf = evaluate(model, session.data[task], cfg.train.eval_batch_size)["dev"]
     print(f"{epochs} epochs: mtl-tickets {ours_s:.0f} s, dev {ours}; Trainer {hf_s:.0f} s, dev {hf}")
     return {"epochs": epochs, "mtl-tickets": {"seconds": ours_s, "dev_last_epoch": ours},
             "hf-trainer": {"seconds": hf_s, "dev_last_epoch": hf},
