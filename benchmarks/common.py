@@ -74,3 +74,25 @@ def default_model_and_ticket(sparsity: float):
     rng = np.random.default_rng(0)
     scores = Scores(rng.random((shape.layers, shape.heads)), rng.random((shape.layers, shape.ffn)))
     return model, nested_tickets(scores, levels([sparsity], "units", shape, "neuron"), "winning")[sparsity]
+
+
+def dense_and_pruned(sparsity: float):
+    """(dense model in eval mode, its physically pruned copy, the ticket) for the inference benchmarks."""
+    import copy
+
+    from mtl_tickets.export import prune_encoder
+
+    dense, ticket = default_model_and_ticket(sparsity)
+    dense.eval()
+    pruned = copy.deepcopy(dense)
+    prune_encoder(pruned.encoder, ticket)
+    return dense, pruned, ticket
+
+
+def random_batch(batch_size: int, seq_len: int, labels: bool = False) -> dict[str, torch.Tensor]:
+    """Token ids from the middle of the vocabulary, no padding."""
+    batch = {"input_ids": torch.randint(1000, 20000, (batch_size, seq_len)),
+             "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
+    if labels:
+        batch["labels"] = torch.randint(0, 2, (batch_size,))
+    return batch

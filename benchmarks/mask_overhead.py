@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from common import default_model_and_ticket, time_alternating, write_result
+from common import default_model_and_ticket, random_batch, time_alternating, write_result
 from mtl_tickets import gates as gating
 from mtl_tickets.config import TrainConfig
 from mtl_tickets.optim import FrozenSlices, build_optimizer
@@ -29,9 +29,7 @@ def main() -> None:
     gates = ticket.gates()
     optimizer = build_optimizer(model, TrainConfig())
     slices = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)]
-    batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.seq_len)),
-             "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
-             "labels": torch.randint(0, 2, (args.batch_size,))}
+    batch = random_batch(args.batch_size, args.seq_len, labels=True)
 
     def step(gated: bool, frozen: bool) -> None:
         with FrozenSlices(optimizer, slices if frozen else []):

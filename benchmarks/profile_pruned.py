@@ -8,14 +8,12 @@ with the most CPU time and writes the totals by op kind.
 from __future__ import annotations
 
 import argparse
-import copy
 from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from common import default_model_and_ticket, write_result
-from mtl_tickets.export import prune_encoder
+from common import dense_and_pruned, random_batch, write_result
 
 
 def op_times(model, batch, runs: int = 10) -> tuple[dict[str, float], str]:
@@ -37,12 +35,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--sparsity", type=float, default=0.5)
     args = parser.parse_args()
-    dense, ticket = default_model_and_ticket(args.sparsity)
-    dense.eval()
-    pruned = copy.deepcopy(dense)
-    prune_encoder(pruned.encoder, ticket)
-    batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.seq_len)),
-             "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long)}
+    dense, pruned, _ = dense_and_pruned(args.sparsity)
+    batch = random_batch(args.batch_size, args.seq_len)
     result = {}
     for name, model in (("dense", dense), ("pruned", pruned)):
         totals, table = op_times(model, batch)

@@ -8,13 +8,11 @@ the ideal speed-up for the pruned model.
 from __future__ import annotations
 
 import argparse
-import copy
 
 import torch
 
-from common import default_model_and_ticket, time_alternating, write_result
+from common import dense_and_pruned, random_batch, time_alternating, write_result
 from mtl_tickets import gates as gating
-from mtl_tickets.export import prune_encoder
 from mtl_tickets.gates import EncoderShape
 from mtl_tickets.masks import Ticket
 
@@ -34,17 +32,13 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    dense, ticket = default_model_and_ticket(args.sparsity)
-    dense.eval()
+    dense, pruned, ticket = dense_and_pruned(args.sparsity)
     shape = EncoderShape.of(dense.encoder)
-    pruned = copy.deepcopy(dense)
-    prune_encoder(pruned.encoder, ticket)
     gates = ticket.gates()
     ideal = layer_flops(Ticket.full(shape), shape, args.seq_len) / layer_flops(ticket, shape, args.seq_len)
     results = {}
     for batch_size in (1, 32):
-        batch = {"input_ids": torch.randint(1000, 20000, (batch_size, args.seq_len)),
-                 "attention_mask": torch.ones(batch_size, args.seq_len, dtype=torch.long)}
+        batch = random_batch(batch_size, args.seq_len)
 
         def run(model, g=None):
             with torch.inference_mode(), gating.applied(model.encoder, g):
