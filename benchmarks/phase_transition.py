@@ -63,6 +63,7 @@ def summarize(tasks: list[str], commands: dict[str, str]) -> str:
     for task in tasks:
         ticket_file = RESULTS / task / "tickets.json"
         if not ticket_file.is_file():
+            lines += unfinished(task)
             continue
         info = json.loads(ticket_file.read_text())["tickets"][task]
         rows = list(csv.DictReader((RESULTS / task / f"{task}_curve.csv").open()))
@@ -77,6 +78,21 @@ def summarize(tasks: list[str], commands: dict[str, str]) -> str:
                   + "; ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f} ({', '.join(f'{x:.2f}' for x in v['scores'])})"
                               for k, v in conf.items()), "", f"![{task}]({task}/{task}_curve.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def unfinished(task: str) -> list[str]:
+    """The cells of a task whose sweep has not finished yet: best and last dev score per run."""
+    runs = sorted((RESULTS / task / task).glob("*-s*/results.json"))
+    if not runs:
+        return []
+    lines = [f"## {task} (in progress: {len(runs)} runs finished)", "",
+             "Dev score (the task's metrics averaged) per epoch; the table of the finished sweep replaces this.", "",
+             "| run | epoch 1 | epoch 2 | epoch 3 | best |", "|---|---|---|---|---|"]
+    for path in runs:
+        history = json.loads(path.read_text())["history"]
+        scores = [sum(sum(m.values()) / len(m) for m in h["tasks"][task].values()) / len(h["tasks"][task]) for h in history]
+        lines.append(f"| {path.parent.name} | " + " | ".join(f"{x:.2f}" for x in scores) + f" | {max(scores):.2f} |")
+    return lines + [""]
 
 
 def main() -> None:
