@@ -30,7 +30,9 @@ def mirror(src: Path, dst: Path) -> None:
     """Copy the light files of finished runs (and scores, ticket files, curves) from src to dst."""
     for path in src.rglob("*"):
         finished_run = path.name in LIGHT and (path.parent / "results.json").is_file()
-        keep = finished_run or path.name == "scores.json" or path.parent.name == "tickets" or path.suffix in (".csv", ".png")
+        super_tickets = path.name == "tickets.json" and path.parent == src
+        keep = (finished_run or super_tickets or path.name == "scores.json" or path.parent.name == "tickets"
+                or path.suffix in (".csv", ".png"))
         if path.is_file() and keep and "checkpoints" not in path.parts and "tensorboard" not in path.parts:
             target = dst / path.relative_to(src)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,7 @@ def summarize(tasks: list[str], commands: dict[str, str]) -> str:
         info = json.loads(ticket_file.read_text())["tickets"][task]
         rows = list(csv.DictReader((RESULTS / task / f"{task}_curve.csv").open()))
         full = next(float(r["dev_best"]) for r in rows if r["kind"] == "full")
-        lines += [f"## {task} ({info['metric']})", "", f"Command: `{commands.get(task, '(see git history)')}`", "",
+        lines += [f"## {task} (dev score: the mean of the task's metrics)", "", f"Command: `{commands.get(task, '(see git history)')}`", "",
                   "| kind | sparsity | kept | dev best | dev last | vs full |", "|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['kind']} | {r['sparsity']} | {float(r['kept']):.3f} | {r['dev_best']} | {r['dev_last']} | "
