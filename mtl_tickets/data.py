@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .config import DataConfig
+from .distributed import shard
 from .metrics import HELDOUT
 from .registry import Column, TaskSpec
 from .schema import ConfigError
@@ -369,6 +370,4 @@ class TaskStream:
             self._batches = self._pass(self.cursor[0])
         index = self._batches[self.cursor[1]]
         self.cursor[1] += 1
-        if world is not None and world.size > 1:
-            index = index[world.rank :: world.size]
-        return collate(self.data, index)
+        return collate(self.data, shard(index, world) if world is not None else index)
