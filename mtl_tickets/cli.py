@@ -248,6 +248,24 @@ def tickets_show(ticket_file) -> None:
             click.echo(f"  layer {layer:2d}  heads {row}  FFN {share:4.0%}")
 
 
+@tickets.command("merge")
+@click.argument("ticket_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Ticket file to write.")
+@friendly_errors
+def tickets_merge(ticket_files, out_file) -> None:
+    """Merge ticket files of one encoder (e.g. one sweep per task) into one ticket set.
+
+    \b
+    Example:
+      mtl-tickets tickets merge runs/phase_transition/*/tickets.json --out runs/super_tickets.json
+    """
+    from .masks import TicketSet, merge
+
+    merged = merge([(Path(f), TicketSet.load(Path(f))) for f in ticket_files])
+    merged.save(Path(out_file))
+    click.echo(f"wrote {out_file}: tickets of {', '.join(merged.tickets)}")
+
+
 @tickets.command("import")
 @click.option("--heads", "heads_file", required=True, type=click.Path(dir_okay=False), help="Reference heads_to_mask.json.")
 @click.option("--ffn", "ffn_file", type=click.Path(dir_okay=False), help="Reference ffn_to_mask.json.")

@@ -5,26 +5,30 @@ budget, one table (per-task metric mean ± std over seeds, the GLUE average, the
 
 Contenders: `single_full` (one model per task), `single_tickets` (one model per task through its super
 ticket), `joint_full` (MT-DNN), `joint_tickets` (Tickets-Share), `joint_adaptive` (learned sharing).
-Every run is an ordinary run directory under `<output_dir>/<contender>/`, so finished runs are reused.
+Every run is an ordinary run directory under `<output_dir>/<contender>/`, so finished runs are reused;
+so are the super-ticket sweep's own runs of the full model and the super ticket (same recipe and seed).
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import registry
-from .config import Config
+from . import registry, rundir
+from .config import Config, single_task
 from .encoders import load_shape
 from .masks import Ticket, TicketSet
 from .metrics import task_score
-from .schema import ConfigError
+from .schema import ConfigError, load_yaml, to_dict
 from .train import train
+
+log = logging.getLogger(__name__)
 
 SHARING = {"single_full": "full", "single_tickets": "tickets", "joint_full": "full",
            "joint_tickets": "tickets", "joint_adaptive": "adaptive"}
@@ -59,7 +63,7 @@ def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: 
     for seed in cfg.compare.seeds:
         groups = [[t] for t in tasks] if contender.startswith("single") else [tasks]
         for group in groups:
-            results, out = run(cfg, contender, group, seed, progress)
+            results, out = run(cfg, contender, group, seed, super_tickets, progress)
             for task in group:
                 scores[task].append(task_score(results["best"]["tasks"][task]))
             used.append(tickets_used(contender, group, super_tickets, out, shape))
@@ -70,15 +74,52 @@ def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: 
     return Row(contender, scores, glue, per_task, total)
 
 
-def run(cfg: Config, contender: str, tasks: list[str], seed: int, progress: bool) -> tuple[dict, Path]:
-    cell = copy.deepcopy(cfg)
+def run(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets: dict[str, Ticket],
+        progress: bool) -> tuple[dict, Path]:
+    single = contender.startswith("single")
+    cell = single_task(cfg, tasks[0]) if single else copy.deepcopy(cfg)
     cell.tasks, cell.sharing, cell.train.seed = tasks, SHARING[contender], seed
-    name = tasks[0] if contender.startswith("single") else "joint"
-    cell.output_dir = str(Path(cfg.output_dir) / contender / f"{name}-s{seed}")
+    cell.output_dir = str(Path(cfg.output_dir) / contender / f"{tasks[0] if single else 'joint'}-s{seed}")
     if cell.sharing == "full":
         cell.tickets_file = None
+    found = sweep_run(cell, super_tickets[tasks[0]]) if single else None
+    if found is not None:
+        return found
     result = train(cell, progress)
     return result.results, result.output_dir
+
+
+def recipe(config: dict) -> dict:
+    """What decides a single-task run's result, besides its ticket: tasks, model, data and training."""
+    out = {key: copy.deepcopy(config.get(key)) for key in ("tasks", "model", "data", "train")}
+    if isinstance(out["data"], dict):
+        out["data"].pop("cache_dir", None)  # where tokenized data is kept, not what it is
+    return out
+
+
+def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:
+    """The super-ticket sweep's own run of this single-task cell, if it finished with the same recipe.
+
+    `tickets find` trains the full model and the super ticket with each confirm seed; those are the
+    `single_full` and `single_tickets` contenders, so compare reads them instead of training them again.
+    """
+    if "scores" not in super_ticket.info:  # not from `tickets find` (imported or hand-made)
+        return None
+    wanted = "full" if cell.sharing == "full" or super_ticket.info["kind"] == "full" \
+        else f"{super_ticket.info['kind']}-{super_ticket.info['sparsity']:g}"
+    out = Path(super_ticket.info["scores"]).parent / f"{wanted}-s{cell.train.seed}"
+    results = rundir.finished_results(out)
+    if results is None:
+        return None
+    differences = rundir.config_differences(recipe(rundir.with_defaults(load_yaml(out / "config.yaml") or {})),
+                                            recipe(to_dict(cell)))
+    if differences:
+        log.info("not reusing %s: %s", out, "; ".join(differences[:3]))
+        return None
+    if wanted != "full" and TicketSet.load(out / "tickets.json").tickets.get(cell.tasks[0]) != super_ticket:
+        log.info("not reusing %s: it trained another ticket", out)
+        return None
+    return results, out
 
 
 def tickets_used(contender: str, tasks: list[str], super_tickets: dict[str, Ticket], out: Path, shape) -> dict[str, Ticket]:

@@ -6,6 +6,7 @@ Defaults are the mini-GLUE v1 recipe (../shared/PROTOCOL.md) on the bundled Mini
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class DataConfig:
     glue_dir: str | None = None  # GLUE in its tsv layout; None: $GLUE_DIR, else the hub (nyu-mll/glue)
     max_seq_len: int = 128  # longer pairs are truncated, longest first
     max_train_examples: int | None = None  # a fixed-seed subsample of each train set, for quick runs
+    # Per-task caps that replace max_train_examples for the tasks named, e.g. {cola: 8551} (null: all).
+    max_train_examples_per_task: dict[str, int | None] = field(default_factory=dict)
     max_eval_examples: int | None = None  # the same for each dev set
     subsample_seed: int = 0  # the seed of those subsamples (mini-GLUE v1 draws them with seed 0)
     cache_dir: str | None = None  # tokenized datasets; None: $MTL_TICKETS_CACHE or ~/.cache/mtl_tickets
@@ -51,10 +54,15 @@ class DataConfig:
             raise ValueError(f"max_seq_len must be in [8, 4096], got {self.max_seq_len}")
         if not 0 <= self.holdout < 0.5:
             raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
-        for key in ("max_train_examples", "max_eval_examples"):
-            value = getattr(self, key)
+        caps = {"max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples,
+                **{f"max_train_examples_per_task.{t}": v for t, v in self.max_train_examples_per_task.items()}}
+        for key, value in caps.items():
             if value is not None and value < 1:
                 raise ValueError(f"{key} must be positive or null, got {value}")
+
+    def train_cap(self, task: str) -> int | None:
+        """How many train examples of `task` a run draws (None: all of them)."""
+        return self.max_train_examples_per_task.get(task, self.max_train_examples)
 
     def resolved_glue_dir(self) -> Path | None:
         found = self.glue_dir or os.environ.get("GLUE_DIR")
@@ -184,6 +192,16 @@ class Config:
             raise ValueError("tasks is empty: name at least one task, e.g. tasks: [rte]")
         if self.sharing in ("tickets", "adaptive") and not self.tickets_file:
             raise ValueError(f"sharing {self.sharing!r} needs tickets_file: a ticket set from `mtl-tickets tickets find`")
+
+
+def single_task(cfg: Config, task: str) -> Config:
+    """A copy of `cfg` that trains `task` alone, with that task's train cap resolved: the run's saved
+    config then names only its own data, whatever the other tasks of the joint config draw."""
+    cell = copy.deepcopy(cfg)
+    cell.tasks = [task]
+    cell.data.max_train_examples = cfg.data.train_cap(task)
+    cell.data.max_train_examples_per_task = {}
+    return cell
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -254,8 +254,8 @@ def load_task(spec: TaskSpec, tokenizer, cfg: DataConfig, with_test: bool = Fals
     from_tsv = glue_dir is not None and spec.tsv is not None
     train_split, dev_splits, test_splits = splits_of(spec, from_tsv)
     train = load_encoded(spec, train_split, True, tokenizer, cfg) if train_split and spec.trainable else None
-    if train is not None and cfg.max_train_examples:
-        train = subsample(train, cfg.max_train_examples, cfg.subsample_seed)
+    if train is not None and cfg.train_cap(spec.name):
+        train = subsample(train, cfg.train_cap(spec.name), cfg.subsample_seed)
     heldout = None
     if train is not None and cfg.holdout:
         train, heldout = split_off(train, cfg.holdout, cfg.subsample_seed)

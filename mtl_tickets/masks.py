@@ -175,6 +175,24 @@ class TicketSet:
         return ticket_set
 
 
+def merge(sets: list[tuple[Path, TicketSet]]) -> TicketSet:
+    """One ticket set from several (e.g. one `tickets find` per task); they must fit one encoder and
+    name each task once."""
+    (first_path, first), *rest = sets
+    tickets = dict(first.tickets)
+    for path, other in rest:
+        if other.shape != first.shape:
+            raise ConfigError(f"{path}: tickets for {_describe(other.shape)}, but {first_path} has {_describe(first.shape)}")
+        for task, ticket in other.tickets.items():
+            if task in tickets:
+                raise ConfigError(f"{path}: task {task!r} already has a ticket from an earlier file; merge each task once")
+            tickets[task] = ticket
+    granularities = {t.granularity for t in tickets.values()}
+    if len(granularities) > 1:
+        raise ConfigError(f"the files mix FFN granularities {sorted(granularities)}; merge tickets of one granularity")
+    return TicketSet(first.encoder, first.shape, tickets)
+
+
 def _describe(s: EncoderShape) -> str:
     return f"{s.layers} layers x {s.heads} heads, FFN {s.ffn}, hidden {s.hidden}"
 

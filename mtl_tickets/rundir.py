@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_text
 from .config import Config, save_config
-from .schema import ConfigError, load_yaml, to_dict
+from .schema import ConfigError, from_dict, load_yaml, to_dict
 
 RESUME_NEUTRAL = {("train", "max_steps"), ("train", "log_every")}  # may change between resumes
 
@@ -28,7 +28,7 @@ def prepare(cfg: Config, write: bool = True) -> Path:
         raise ConfigError(f"output dir {out} is not writable ({err.strerror}); choose another --output-dir") from None
     saved = out / "config.yaml"
     if saved.is_file():
-        differences = config_differences(load_yaml(saved) or {}, to_dict(cfg))
+        differences = config_differences(with_defaults(load_yaml(saved) or {}), to_dict(cfg))
         if differences:
             raise ConfigError(
                 f"{out} holds a run with another config ({'; '.join(differences[:3])}); "
@@ -37,6 +37,15 @@ def prepare(cfg: Config, write: bool = True) -> Path:
     if write:
         save_config(cfg, saved)
     return out
+
+
+def with_defaults(saved: dict) -> dict:
+    """A saved config with the settings added since it was written filled in at their defaults, so a
+    run from an older version resumes; one that no longer parses is compared as written."""
+    try:
+        return to_dict(from_dict(Config, saved, "saved config"))
+    except ConfigError:
+        return saved
 
 
 def config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:

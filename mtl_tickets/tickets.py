@@ -11,7 +11,6 @@ so data order and head init match the run that found the ticket.
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import registry
-from .config import Config
+from .config import Config, single_task
 from .data import load_task, subsample
 from .encoders import load_shape, load_tokenizer
 from .gates import EncoderShape
@@ -88,8 +87,7 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
 
 def cell_config(cfg: Config, task: str, out_dir: Path, seed: int | None = None, tickets_file: Path | None = None) -> Config:
     """The single-task run config of one cell (`{seed}` in the folder name is filled in)."""
-    cell = copy.deepcopy(cfg)
-    cell.tasks = [task]
+    cell = single_task(cfg, task)
     cell.train.seed = cfg.train.seed if seed is None else seed
     cell.output_dir = str(out_dir).format(seed=cell.train.seed)
     if tickets_file is not None:

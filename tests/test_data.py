@@ -97,6 +97,15 @@ def test_load_task_tokenizes_caches_and_subsamples(glue_slice, tiny_model_dir, t
     assert np.array_equal(again.train.ids, first.train.ids)
 
 
+def test_a_per_task_cap_replaces_the_common_one(glue_slice, tiny_model_dir, tmp_path):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    cfg = DataConfig(glue_dir=str(glue_slice), cache_dir=str(tmp_path), max_train_examples=5,
+                     max_train_examples_per_task={"rte": None, "mrpc": 7})
+    sizes = {name: len(load_task(registry.all_tasks()[name], tokenizer, cfg).train) for name in ("rte", "mrpc", "sst2")}
+    everything = len(load_task(registry.all_tasks()["rte"], tokenizer, DataConfig(glue_dir=str(glue_slice), cache_dir=str(tmp_path))).train)
+    assert sizes == {"rte": everything, "mrpc": 7, "sst2": 5} and everything > 7
+
+
 def test_subsample_is_fixed_by_seed_and_keeps_file_order(glue_slice, tiny_model_dir, tmp_path):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     data = load_task(registry.all_tasks()["rte"], tokenizer, DataConfig(glue_dir=str(glue_slice), cache_dir=str(tmp_path)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtl_tickets.gates import EncoderShape
-from mtl_tickets.masks import Ticket, TicketSet, import_reference, jaccard, overlap
+from mtl_tickets.masks import Ticket, TicketSet, import_reference, jaccard, merge, overlap
 from mtl_tickets.schema import ConfigError
 
 SHAPE = EncoderShape(layers=2, heads=4, ffn=5, hidden=8)
@@ -84,3 +84,13 @@ def test_overlap_cli_prints_tables_and_writes_tensorboard(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
     assert {"overlap/heads_jaccard", "overlap/FFN_jaccard", "tickets/rte"} <= set(events.Tags()["images"])
     assert events.Scalars("overlap/heads_jaccard/rte-mrpc")[0].value == pytest.approx(4 / 7)
+
+
+def test_merge_joins_tasks_and_refuses_clashes(tmp_path):
+    first = (tmp_path / "a.json", TicketSet("tiny", SHAPE, {"rte": A}))
+    assert merge([first, (tmp_path / "b.json", TicketSet("tiny", SHAPE, {"mrpc": B}))]).tickets == {"rte": A, "mrpc": B}
+    with pytest.raises(ConfigError, match="b.json: task 'rte' already has a ticket"):
+        merge([first, (tmp_path / "b.json", TicketSet("tiny", SHAPE, {"rte": B}))])
+    wider = EncoderShape(layers=2, heads=4, ffn=6, hidden=8)
+    with pytest.raises(ConfigError, match="c.json: tickets for 2 layers x 4 heads, FFN 6"):
+        merge([first, (tmp_path / "c.json", TicketSet("tiny", wider, {"mrpc": Ticket(A.attn_heads, np.ones((2, 6), bool))}))])

@@ -88,5 +88,30 @@ def test_tickets_show_and_import_cli(tmp_path, tiny_model_dir):
     assert shown.returncode == 0, shown.stderr
     assert "layer  0  heads ####  FFN   0%" in shown.stdout and "layer  1  heads .##.  FFN 100%" in shown.stdout
     assert "heads kept 75%, FFN kept 50%" in shown.stdout
+    again = cli("tickets", "import", "--heads", tmp_path / "h.json", "--tasks", "mrpc", "--model", tiny_model_dir,
+                "--out", tmp_path / "m.json")
+    assert again.returncode == 0, again.stderr
+    merged = cli("tickets", "merge", tmp_path / "t.json", tmp_path / "m.json", "--out", tmp_path / "both.json")
+    assert merged.returncode == 0 and "tickets of rte, mrpc" in merged.stdout, merged.stderr
+    assert set(TicketSet.load(tmp_path / "both.json").tickets) == {"rte", "mrpc"}
     broken = cli("tickets", "show", tmp_path / "h.json")
     assert broken.returncode == 2 and broken.stderr.startswith("error:") and "Traceback" not in broken.stderr
+
+
+def test_compare_reads_the_sweeps_runs_instead_of_training_again(tiny_model_dir, glue_slice, tmp_path):
+    from mtl_tickets.compare import compare
+
+    sweep = tmp_path / "sweep"
+    ticket = find_super_tickets(sweep_config(tiny_model_dir, glue_slice, sweep), progress=False).tickets["rte"]
+    same = sweep_config(tiny_model_dir, glue_slice, tmp_path / "cmp", f"tickets_file={sweep / 'tickets.json'}",
+                        f"data.cache_dir={tmp_path / 'other-cache'}", "compare.seeds=[1, 2]",
+                        "compare.contenders=[single_full, single_tickets]")
+    rows = {r.contender: r for r in compare(same, progress=False)}
+    assert not (tmp_path / "cmp" / "single_full").exists() and not (tmp_path / "cmp" / "single_tickets").exists()
+    confirm = ticket.info["confirm"]
+    assert rows["single_full"].scores["rte"] == confirm["full"]["scores"]
+    assert rows["single_tickets"].scores["rte"] == confirm.get("super", confirm["full"])["scores"]
+    other_lr = sweep_config(tiny_model_dir, glue_slice, tmp_path / "cmp2", f"tickets_file={sweep / 'tickets.json'}",
+                            "train.lr=2e-4", "compare.seeds=[1]", "compare.contenders=[single_full]")
+    compare(other_lr, progress=False)
+    assert (tmp_path / "cmp2" / "single_full" / "rte-s1" / "results.json").is_file()

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from mtl_tickets.config import load_config
@@ -54,6 +55,22 @@ def test_a_different_config_in_the_same_output_dir_is_refused(tiny_model_dir, gl
     train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "train.max_steps=1"), progress=False)
     with pytest.raises(ConfigError, match=r"another config \(train.lr: 0.0001 -> 0.0002"):
         train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "train.lr=2e-4"), progress=False)
+
+
+def test_a_run_saved_before_a_setting_existed_still_resumes(tiny_model_dir, glue_slice, tmp_path):
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "train.max_steps=1")
+    train(cfg, progress=False)
+    saved = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["data"]["max_train_examples_per_task"]  # as written by a version without that setting
+    saved.write_text(yaml.safe_dump(old))
+    assert train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]"), progress=False).results["complete"]
+
+
+def test_a_per_task_cap_for_an_unknown_task_is_refused(tiny_model_dir, glue_slice, tmp_path):
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "data.max_train_examples_per_task.cloa=5")
+    with pytest.raises(ConfigError, match=r"unknown task 'cloa' \(did you mean 'cola'\?\)"):
+        train(cfg, progress=False)
 
 
 def test_plan_evaluates_every_epoch_and_at_the_end():
