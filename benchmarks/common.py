@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,41 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1))
     return path
+
+
+LIGHT = ("results.json", "config.yaml", "tickets.json", "learned_tickets.json", "metrics.jsonl")
+
+
+def mirror(src: Path, dst: Path) -> None:
+    """Copy what the next session needs to skip finished work from src to dst: the light files of
+    finished runs (not their weights), importance scores, ticket files, curves and tables."""
+    for path in src.rglob("*"):
+        finished_run = path.name in LIGHT and (path.parent / "results.json").is_file()
+        super_tickets = path.name == "tickets.json" and path.parent == src
+        keep = (finished_run or super_tickets or path.name == "scores.json" or path.parent.name == "tickets"
+                or path.suffix in (".csv", ".png", ".md"))
+        if path.is_file() and keep and "checkpoints" not in path.parts and "tensorboard" not in path.parts:
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def run_mirrored(cmd: list[str], src: Path, dst: Path, every: float = 60) -> None:
+    """Run `cmd`, mirroring src into dst every minute and at the end (also when it fails)."""
+    import threading
+
+    done = threading.Event()
+
+    def keep_mirroring() -> None:
+        while not done.wait(every):
+            mirror(src, dst)
+
+    threading.Thread(target=keep_mirroring, daemon=True).start()
+    try:
+        subprocess.run(cmd, check=True)
+    finally:
+        done.set()
+        mirror(src, dst)
 
 
 def default_model_and_ticket(sparsity: float):

@@ -13,47 +13,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
+from common import mirror, run_mirrored
+
 RESULTS = Path(__file__).parent / "results" / "phase_transition"
-LIGHT = ("results.json", "config.yaml", "tickets.json", "metrics.jsonl")
 CONFIG = "configs/tickets_mini_glue.yaml"
 PROTOCOL = "mini-GLUE v1"
-TRAIN_EXAMPLES = {"cola": 8551, "sst2": 2000, "mrpc": 2000, "stsb": 2000, "rte": 2000}
-
-
-def mirror(src: Path, dst: Path) -> None:
-    """Copy the light files of finished runs (and scores, ticket files, curves) from src to dst."""
-    for path in src.rglob("*"):
-        finished_run = path.name in LIGHT and (path.parent / "results.json").is_file()
-        super_tickets = path.name == "tickets.json" and path.parent == src
-        keep = (finished_run or super_tickets or path.name == "scores.json" or path.parent.name == "tickets"
-                or path.suffix in (".csv", ".png"))
-        if path.is_file() and keep and "checkpoints" not in path.parts and "tensorboard" not in path.parts:
-            target = dst / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 
 
 def run_task(task: str, glue_dir: str, runs: Path) -> list[str]:
     cmd = ["mtl-tickets", "tickets", "find", "--config", CONFIG, "--task", task, "--glue-dir", glue_dir,
-           "--max-train-examples", str(TRAIN_EXAMPLES[task]), "--output-dir", str(runs / task), "--quiet"]
-    done = threading.Event()
-
-    def keep_mirroring() -> None:
-        while not done.wait(60):
-            mirror(runs / task, RESULTS / task)
-
-    threading.Thread(target=keep_mirroring, daemon=True).start()
-    try:
-        subprocess.run(cmd, check=True)
-    finally:
-        done.set()
-        mirror(runs / task, RESULTS / task)
+           "--output-dir", str(runs / task), "--quiet"]
+    run_mirrored(cmd, runs / task, RESULTS / task)
     return cmd
 
 
@@ -100,7 +74,7 @@ def unfinished(task: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--glue-dir", required=True)
-    parser.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb", "cola"], choices=list(TRAIN_EXAMPLES))
+    parser.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb", "cola"], choices=TASKS)
     parser.add_argument("--runs", default="runs/phase_transition")
     args = parser.parse_args()
     runs = Path(args.runs)

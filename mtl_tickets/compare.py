@@ -47,14 +47,27 @@ class Row:
 
 def compare(cfg: Config, progress: bool = True) -> list[Row]:
     """Train (or reuse) every contender with every seed; write comparison.csv and .md; return the rows."""
-    if not cfg.tickets_file:
-        raise ConfigError("compare needs tickets_file: the super tickets (`mtl-tickets tickets find`)")
     shape = load_shape(cfg.model.name)
-    super_tickets = TicketSet.load(Path(cfg.tickets_file), expect=shape).tickets
     tasks = [s.name for s in registry.resolve(cfg.tasks) if s.trainable]
+    super_tickets = load_super_tickets(cfg, tasks, shape)
     rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
     write_table(Path(cfg.output_dir), rows, tasks)
     return rows
+
+
+def load_super_tickets(cfg: Config, tasks: list[str], shape) -> dict[str, Ticket]:
+    """Every task's super ticket; none are needed when only full-encoder contenders run."""
+    if all(SHARING[c] == "full" for c in cfg.compare.contenders) and not cfg.tickets_file:
+        return {}
+    if not cfg.tickets_file:
+        raise ConfigError("compare needs tickets_file: the super tickets (`mtl-tickets tickets find`, "
+                          "`mtl-tickets tickets merge` for per-task sweeps)")
+    tickets = TicketSet.load(Path(cfg.tickets_file), expect=shape).tickets
+    missing = [t for t in tasks if t not in tickets]
+    if missing:
+        raise ConfigError(f"{cfg.tickets_file} has no ticket for {', '.join(missing)} (it has {', '.join(tickets)}); "
+                          "find them with `mtl-tickets tickets find` and join the files with `mtl-tickets tickets merge`")
+    return tickets
 
 
 def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: dict[str, Ticket], shape, progress: bool) -> Row:
@@ -82,7 +95,7 @@ def run(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets:
     cell.output_dir = str(Path(cfg.output_dir) / contender / f"{tasks[0] if single else 'joint'}-s{seed}")
     if cell.sharing == "full":
         cell.tickets_file = None
-    found = sweep_run(cell, super_tickets[tasks[0]]) if single else None
+    found = sweep_run(cell, super_tickets[tasks[0]]) if single and super_tickets else None
     if found is not None:
         return found
     result = train(cell, progress)
@@ -124,7 +137,7 @@ def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:
 
 def tickets_used(contender: str, tasks: list[str], super_tickets: dict[str, Ticket], out: Path, shape) -> dict[str, Ticket]:
     if SHARING[contender] == "full":
-        return {t: Ticket.full(shape, next(iter(super_tickets.values())).granularity) for t in tasks}
+        return {t: Ticket.full(shape) for t in tasks}
     if SHARING[contender] == "adaptive":
         return TicketSet.load(out / "learned_tickets.json").tickets
     return {t: super_tickets[t] for t in tasks}

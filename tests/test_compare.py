@@ -27,3 +27,15 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
     again = cli(*args)
     assert again.returncode == 0 and again.stdout == result.stdout
     assert sorted(p.name for p in (out / "joint_full").iterdir()) == runs
+
+
+def test_full_contenders_need_no_tickets_and_a_missing_ticket_is_named(tiny_model_dir, glue_slice, tmp_path):
+    common = ["--model", tiny_model_dir, "--glue-dir", glue_slice, "--epochs", "1", "--batch-size", "8",
+              "--max-seq-len", "24", "--seeds", "1", "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    full = cli("compare", "--task", "rte", "--output-dir", tmp_path / "full", *common,
+               "--set", "compare.contenders=[single_full, joint_full]")
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert "| joint_full |" in full.stdout
+    tickets = ticket_file(tmp_path / "t.json", tasks=("rte",))
+    missing = cli("compare", "--task", "rte,stsb", "--output-dir", tmp_path / "t", "--tickets", tickets, *common)
+    assert missing.returncode == 2 and "has no ticket for stsb (it has rte)" in missing.stderr, missing.stderr
