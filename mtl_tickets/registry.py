@@ -15,7 +15,9 @@ from typing import Literal
 
 from .schema import ConfigError, closest, from_dict, load_yaml
 
-TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+# The project's tasks/ in a source checkout; a wheel ships the same files as mtl_tickets/tasks.
+TASKS_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "tasks", Path(__file__).resolve().parent / "tasks")
+                  if d.is_dir()), Path(__file__).resolve().parent / "tasks")
 Column = str | int  # a header name, or a 0-based index for files without a header
 
 

@@ -93,3 +93,18 @@ def test_defaults_are_the_protocol_recipe():
     cfg = Config()
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.warmup, cfg.train.weight_decay) == (32, 3.0, 0.1, 0.01)
     assert cfg.model.pooling == "mean" and cfg.data.max_seq_len == 128
+
+
+def test_the_wheel_ships_the_task_declarations(tmp_path):
+    """A non-editable install has no tasks/ beside the package: the wheel must carry it."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(root),
+                            "-w", str(tmp_path)], capture_output=True, text=True, check=False, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("mtl_tickets-*.whl"))).namelist()
+    assert {f"mtl_tickets/tasks/{p.name}" for p in (root / "tasks").glob("*.yaml")} <= set(names)
