@@ -34,8 +34,8 @@ def run_task(task: str, glue_dir: str, runs: Path) -> list[str]:
 def summarize(tasks: list[str], commands: dict[str, str]) -> str:
     lines = [f"# Phase-transition sweep ({PROTOCOL})", "",
              "Default encoder, FFN neuron granularity, `units` sparsity (that fraction of heads and of FFN neurons removed),",
-             "best-epoch dev metric (the paper's selection). Seed 1 for the grid; the full model and the super ticket",
-             "rerun with seeds 1, 2, 3 (mean ± std). `kept` is the fraction of encoder parameters kept.", ""]
+             "best-epoch dev metric (the paper's selection). Seed 1 for the grid; the full model and the best winning",
+             "ticket rerun with seeds 1, 2, 3 (mean ± std). `kept` is the fraction of encoder parameters kept.", ""]
     for task in tasks:
         ticket_file = RESULTS / task / "tickets.json"
         if not ticket_file.is_file():
@@ -51,8 +51,9 @@ def summarize(tasks: list[str], commands: dict[str, str]) -> str:
                          f"{float(r['dev_best']) - full:+.2f} |")
         conf = info["confirm"]
         lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**. Seeds {conf['full']['seeds']}: "
-                  + "; ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f} ({', '.join(f'{x:.2f}' for x in v['scores'])})"
-                              for k, v in conf.items()), "", f"![{task}]({task}/{task}_curve.png)", ""]
+                  + "; ".join(f"{v['kind']} {v['sparsity']:g} {v['mean']:.2f} ± {v['std']:.2f} "
+                              f"({', '.join(f'{x:.2f}' for x in v['scores'])})" for v in conf.values()),
+                  "", f"![{task}]({task}/{task}_curve.png)", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -113,7 +113,7 @@ def recipe(config: dict) -> dict:
 def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:
     """The super-ticket sweep's own run of this single-task cell, if it finished with the same recipe.
 
-    `tickets find` trains the full model and the super ticket with each confirm seed; those are the
+    `tickets find` trains the full model and the best winning ticket with each confirm seed; those are the
     `single_full` and `single_tickets` contenders, so compare reads them instead of training them again.
     """
     if "scores" not in super_ticket.info:  # not from `tickets find` (imported or hand-made)

@@ -128,7 +128,7 @@ class TicketsConfig:
     legacy_cumulative: bool = False  # the reference code's un-zeroed gradient accumulation (§2.3)
     score_examples: int | None = None  # score on a fixed-seed subsample of train (None: all of it)
     select_on: Literal["dev", "heldout"] = "dev"  # heldout needs data.holdout > 0
-    confirm_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # rerun full model and super ticket
+    confirm_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # rerun full model and best winning ticket
     random_seed: int = 0  # the draw of random tickets
 
     def __post_init__(self) -> None:

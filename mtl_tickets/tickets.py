@@ -70,13 +70,15 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
         cells = [run_cell(cfg, spec.name, kind, s, t, shape, task_root, cfg.train.seed, progress)
                  for (kind, s), t in candidates.items()]
         best = max((c for c in cells if c.kind in ("full", "winning")), key=lambda c: c.selection_score(cfg.tickets.select_on))
-        confirm = confirm_with_seeds(cfg, spec.name, best, candidates, shape, task_root, progress)
+        winners = [c for c in cells if c.kind == "winning"]
+        best_winning = max(winners, key=lambda c: c.selection_score(cfg.tickets.select_on)) if winners else None
+        confirm = confirm_with_seeds(cfg, spec.name, best_winning, candidates, shape, task_root, progress)
         ticket = candidates[(best.kind, best.sparsity)]
         super_tickets[spec.name] = Ticket(ticket.attn_heads, ticket.ffn, {
             "kind": best.kind, "sparsity": best.sparsity, "selected_on": cfg.tickets.select_on,
             "metric": spec.metrics[0], "seed": cfg.train.seed, "scores": str(task_root / "scores.json"),
             "curve": [c.__dict__ for c in cells], "confirm": confirm})
-        write_curve(root, spec.name, spec.metrics[0], cells, confirm, cfg.tickets.select_on)
+        write_curve(root, spec.name, spec.metrics[0], cells, cfg.tickets.select_on)
     if shape is None:
         raise ConfigError(f"no trainable task in {cfg.tasks}")
     ticket_set = TicketSet(cfg.model.name, shape, super_tickets)
@@ -142,20 +144,24 @@ def run_cell(cfg: Config, task: str, kind: str, sparsity: float, ticket: Ticket,
                 max(held) if held else None, dev[int(np.argmax(held))] if held else None)
 
 
-def confirm_with_seeds(cfg: Config, task: str, best: Cell, candidates, shape, task_root: Path, progress: bool) -> dict:
-    """The full model and the super ticket rerun with every confirm seed: mean and std of the reported score."""
+def confirm_with_seeds(cfg: Config, task: str, best_winning: Cell | None, candidates, shape, task_root: Path,
+                       progress: bool) -> dict:
+    """The full model and the best winning ticket rerun with every confirm seed: whether the winning
+    ticket beats the full model, against seed noise, whichever of them the grid's seed picked."""
     out = {}
-    for kind, sparsity in dict.fromkeys([("full", 0.0), (best.kind, best.sparsity)]):
+    contenders = {"full": ("full", 0.0)}
+    if best_winning is not None:
+        contenders["winning"] = ("winning", best_winning.sparsity)
+    for name, (kind, sparsity) in contenders.items():
         cells = [run_cell(cfg, task, kind, sparsity, candidates[(kind, sparsity)], shape, task_root, seed, progress)
                  for seed in cfg.tickets.confirm_seeds]
         scores = [c.reported_score(cfg.tickets.select_on) for c in cells]
-        out[kind if kind == "full" else "super"] = {
-            "kind": kind, "sparsity": sparsity, "seeds": cfg.tickets.confirm_seeds, "scores": scores,
-            "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+        out[name] = {"kind": kind, "sparsity": sparsity, "seeds": cfg.tickets.confirm_seeds, "scores": scores,
+                     "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0}
     return out
 
 
-def write_curve(root: Path, task: str, metric: str, cells: list[Cell], confirm: dict, select_on: str) -> None:
+def write_curve(root: Path, task: str, metric: str, cells: list[Cell], select_on: str) -> None:
     """`<task>_curve.csv` and `<task>_curve.png` beside the ticket file."""
     from .board import phase_transition_figure, save_figure
 

@@ -31,7 +31,11 @@ def test_sweep_writes_tickets_curves_and_board(tiny_model_dir, glue_slice, tmp_p
     assert ticket.info["kind"] in ("full", "winning")
     kinds = {(c["kind"], c["sparsity"]) for c in ticket.info["curve"]}
     assert kinds == {("full", 0.0), ("winning", 0.25), ("winning", 0.5), ("random", 0.5), ("losing", 0.5)}
-    assert set(ticket.info["confirm"]) >= {"full"} and ticket.info["confirm"]["full"]["seeds"] == [1, 2]
+    confirm = ticket.info["confirm"]
+    assert set(confirm) == {"full", "winning"} and confirm["full"]["seeds"] == confirm["winning"]["seeds"] == [1, 2]
+    best_winning = max((c for c in ticket.info["curve"] if c["kind"] == "winning"), key=lambda c: c["dev_best"])
+    assert confirm["winning"]["sparsity"] == best_winning["sparsity"]
+    assert confirm["winning"]["scores"][0] == best_winning["dev_best"]  # seed 1 is the grid's own run
     loaded = TicketSet.load(out / "tickets.json")
     assert loaded.tickets["rte"] == ticket
     rows = list(csv.DictReader((out / "rte_curve.csv").open()))
@@ -110,7 +114,7 @@ def test_compare_reads_the_sweeps_runs_instead_of_training_again(tiny_model_dir,
     assert not (tmp_path / "cmp" / "single_full").exists() and not (tmp_path / "cmp" / "single_tickets").exists()
     confirm = ticket.info["confirm"]
     assert rows["single_full"].scores["rte"] == confirm["full"]["scores"]
-    assert rows["single_tickets"].scores["rte"] == confirm.get("super", confirm["full"])["scores"]
+    assert rows["single_tickets"].scores["rte"] == confirm["full" if ticket.info["kind"] == "full" else "winning"]["scores"]
     other_lr = sweep_config(tiny_model_dir, glue_slice, tmp_path / "cmp2", f"tickets_file={sweep / 'tickets.json'}",
                             "train.lr=2e-4", "compare.seeds=[1]", "compare.contenders=[single_full]")
     compare(other_lr, progress=False)
