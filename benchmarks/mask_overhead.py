@@ -28,7 +28,8 @@ def main() -> None:
     model, ticket = default_model_and_ticket(0.3)
     gates = ticket.gates()
     optimizer = build_optimizer(model, TrainConfig())
-    slices = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)]
+    owned = owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)
+    slices = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in owned]
     batch = random_batch(args.batch_size, args.seq_len, labels=True)
 
     def step(gated: bool, frozen: bool) -> None:

@@ -40,7 +40,7 @@ def main() -> None:
     for batch_size in (1, 32):
         batch = random_batch(batch_size, args.seq_len)
 
-        def run(model, g=None):
+        def run(model, g=None, batch=batch):
             with torch.inference_mode(), gating.applied(model.encoder, g):
                 model(batch, "rte")
 

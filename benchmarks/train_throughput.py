@@ -127,7 +127,8 @@ def main() -> None:
     c = encoder.config
     flops_per_token = 6 * layer_params + 12 * c.num_hidden_layers * tokens_per_example * c.hidden_size  # fwd+bwd
     peak = matmul_peak()
-    result = {"what": f"{args.steps} training steps of batch {cfg.train.batch_size} on {task} (2,000, mean {tokens_per_example:.1f} tokens)",
+    what = f"{args.steps} training steps of batch {cfg.train.batch_size} on {task} (2,000, mean {tokens_per_example:.1f} tokens)"
+    result = {"what": what,
               "baseline": "transformers Trainer, dynamic padding + group_by_length, same model", "repeats": args.repeats,
               "rates": rate, "speedup_vs_trainer": ratio, "target": ">= 1.25x the Trainer",
               "mfu": {"matmul_peak_flops": peak, "model_flops_per_token": flops_per_token,

@@ -28,7 +28,7 @@ def phase_transition_figure(rows: Sequence[dict], task: str, metric: str):
     for kind, (colour, marker) in KIND_STYLE.items():
         points = sorted((r["kept"], r["score"], r.get("score_std", 0.0)) for r in rows if r["kind"] == kind)
         if points:
-            x, y, err = map(np.array, zip(*points))
+            x, y, err = map(np.array, zip(*points, strict=True))
             ax.errorbar(x, y, yerr=err, color=colour, marker=marker, label=f"{kind} tickets", capsize=3)
     if full:
         ax.axhline(full[0]["score"], color="black", linestyle="--", label="full model")

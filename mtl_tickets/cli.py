@@ -216,7 +216,8 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
     for task, t in ticket_set.tickets.items():
         confirm = t.info["confirm"]
         line = "  ".join(f"{v['kind']} {v['sparsity']:g}: {v['mean']:.2f} ± {v['std']:.2f}" for v in confirm.values())
-        click.echo(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {line} (seeds {confirm['full']['seeds']})")
+        seeds = confirm["full"]["seeds"]
+        click.echo(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {line} (seeds {seeds})")
     click.echo(f"ticket set: {Path(cfg.output_dir) / 'tickets.json'}")
 
 

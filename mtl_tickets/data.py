@@ -172,7 +172,7 @@ def read_hub_split(spec: TaskSpec, split: str, labelled: bool) -> RawSplit:
             f"cannot load {hub.path}/{hub.name} split {split!r} from the hub ({type(err).__name__}); "
             "offline? give --glue-dir (or GLUE_DIR) with GLUE in its tsv layout"
         ) from None
-    texts = list(zip(*(table[c] for c in hub.text)))
+    texts = list(zip(*(table[c] for c in hub.text), strict=True))
     labels = _label_array(spec, table[hub.label]) if labelled else _label_array(spec, [])
     return RawSplit(texts, labels, f"hub:{hub.path}/{hub.name}/{split}")
 
@@ -182,7 +182,7 @@ def read_hub_split(spec: TaskSpec, split: str, labelled: bool) -> RawSplit:
 
 def encode(raw: RawSplit, tokenizer, max_seq_len: int) -> Encoded:
     """Tokenize every example once (pairs truncated longest-first)."""
-    columns = list(zip(*raw.texts))
+    columns = list(zip(*raw.texts, strict=True))
     out = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_seq_len)
     ids = out["input_ids"]
     types = out.get("token_type_ids") or [[0] * len(x) for x in ids]
@@ -323,7 +323,7 @@ def collate(data: Encoded, index: np.ndarray, pad_id: int = 0) -> dict[str, torc
     T = int(lengths.max())
     ids = np.full((len(index), T), pad_id, dtype=np.int64)
     types = np.zeros((len(index), T), dtype=np.int64)
-    for row, (i, n) in enumerate(zip(index, lengths)):
+    for row, (i, n) in enumerate(zip(index, lengths, strict=True)):
         start = data.offsets[i]
         ids[row, :n] = data.ids[start : start + n]
         types[row, :n] = data.types[start : start + n]

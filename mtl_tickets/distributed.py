@@ -54,7 +54,7 @@ def average_gradients(model: nn.Module, world: World) -> None:
     dist.all_reduce(flat)
     flat /= world.size
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=True):
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(p)
         offset += n

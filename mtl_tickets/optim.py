@@ -62,9 +62,9 @@ class FrozenSlices:
         return self
 
     def __exit__(self, *exc) -> None:
-        for (param, dim, index), saved in zip(self.slices, self.saved):
+        for (param, dim, index), saved in zip(self.slices, self.saved, strict=True):
             tensors = self._tensors(param)
             if len(tensors) != len(saved):  # optimizer state created by this very step: start it at zero there
                 saved = saved + [torch.zeros_like(t.index_select(dim, index)) for t in tensors[len(saved):]]
-            for tensor, values in zip(tensors, saved):
+            for tensor, values in zip(tensors, saved, strict=True):
                 tensor.index_copy_(dim, index, values)

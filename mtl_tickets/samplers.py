@@ -172,7 +172,7 @@ class LossRatio(RandomSampler):
             self.average[task] = self.smoothing * self.average[task] + (1 - self.smoothing) * loss
 
     def probabilities(self, step: int) -> np.ndarray:
-        ratio = np.array([1.0 if f is None else a / f for f, a in zip(self.first, self.average)])
+        ratio = np.array([1.0 if f is None else a / f for f, a in zip(self.first, self.average, strict=True)])
         return _normalise(np.asarray(self.ctx.batches, dtype=float) * np.clip(ratio, 1e-3, None) ** (1 / self.temperature))
 
     def state_dict(self) -> dict:

@@ -28,7 +28,7 @@ def test_tickets_are_nested_with_exact_counts_and_one_head_per_layer(kind):
     grid = levels([0.1, 0.3, 0.5, 0.9, 0.99], "units", MINI, "neuron")
     tickets = nested_tickets(scores(), grid, kind, seed=4)
     previous = None
-    for level, t in zip(grid, tickets.values()):
+    for level, t in zip(grid, tickets.values(), strict=True):
         assert (~t.attn_heads).sum() == level.heads and (~t.ffn).sum() == level.ffn
         assert t.attn_heads.sum(axis=1).min() >= 1
         if previous is not None:

@@ -58,7 +58,7 @@ def test_ticket_cells_train_through_their_mask(tiny_model_dir, glue_slice, tmp_p
     weights = load_file(str(out / "rte" / "losing-0.5-s1" / "best" / "model.safetensors"))
     cfg = sweep_config(tiny_model_dir, glue_slice, out)
     pretrained = build_model(cfg, []).state_dict()
-    layer, head = map(int, next(zip(*(~ticket.attn_heads).nonzero())))
+    layer, head = map(int, next(zip(*(~ticket.attn_heads).nonzero(), strict=True)))
     d = 32 // 4
     key = f"encoder.encoder.layer.{layer}.attention.output.dense.weight"
     # a masked head gets no gradient: only weight decay moves its output columns
