@@ -51,10 +51,14 @@ def summarize(tasks: list[str], commands: dict[str, str]) -> str:
                          f"{float(r['dev_best']) - full:+.2f} |")
         conf = info["confirm"]
         lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**. Seeds {conf['full']['seeds']}: "
-                  + "; ".join(f"{v['kind']} {v['sparsity']:g} {v['mean']:.2f} ± {v['std']:.2f} "
-                              f"({', '.join(f'{x:.2f}' for x in v['scores'])})" for v in conf.values()),
+                  + "; ".join(f"{confirmed_name(v)} {v['mean']:.2f} ± {v['std']:.2f} ({', '.join(f'{x:.2f}' for x in v['scores'])})"
+                              for v in conf.values()),
                   "", f"![{task}]({task}/{task}_curve.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def confirmed_name(run: dict) -> str:
+    return "full model" if run["kind"] == "full" else f"{run['kind']} ticket at {run['sparsity']:g}"
 
 
 def unfinished(task: str) -> list[str]:
