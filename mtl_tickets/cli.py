@@ -215,7 +215,8 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
     ticket_set = find_super_tickets(cfg, progress=not quiet)
     for task, t in ticket_set.tickets.items():
         confirm = t.info["confirm"]
-        line = "  ".join(f"{v['kind']} {v['sparsity']:g}: {v['mean']:.2f} ± {v['std']:.2f}" for v in confirm.values())
+        named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
+        line = "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items())
         seeds = confirm["full"]["seeds"]
         click.echo(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {line} (seeds {seeds})")
     click.echo(f"ticket set: {Path(cfg.output_dir) / 'tickets.json'}")
