@@ -54,6 +54,9 @@ def summarize(tasks: list[str], commands: dict[str, str]) -> str:
                   + "; ".join(f"{confirmed_name(v)} {v['mean']:.2f} ± {v['std']:.2f} ({', '.join(f'{x:.2f}' for x in v['scores'])})"
                               for v in conf.values()),
                   "", f"![{task}]({task}/{task}_curve.png)", ""]
+    reading = RESULTS / "reading.md"  # the hand-written interpretation, kept across regenerations
+    if reading.is_file():
+        lines += [reading.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 

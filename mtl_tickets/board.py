@@ -33,7 +33,7 @@ def phase_transition_figure(rows: Sequence[dict], task: str, metric: str):
     if full:
         ax.axhline(full[0]["score"], color="black", linestyle="--", label="full model")
     ax.set_xlabel("fraction of encoder weights kept")
-    ax.set_ylabel(f"dev {metric}")
+    ax.set_ylabel(f"dev score ({metric})")
     ax.set_title(f"{task}: phase transition")
     ax.invert_xaxis()  # sparser to the right, as in the paper
     ax.grid(alpha=0.3)

@@ -76,15 +76,20 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
         ticket = candidates[(best.kind, best.sparsity)]
         super_tickets[spec.name] = Ticket(ticket.attn_heads, ticket.ffn, {
             "kind": best.kind, "sparsity": best.sparsity, "selected_on": cfg.tickets.select_on,
-            "metric": spec.metrics[0], "seed": cfg.train.seed, "scores": str(task_root / "scores.json"),
+            "metric": score_name(spec), "seed": cfg.train.seed, "scores": str(task_root / "scores.json"),
             "curve": [c.__dict__ for c in cells], "confirm": confirm})
-        write_curve(root, spec.name, spec.metrics[0], cells, cfg.tickets.select_on)
+        write_curve(root, spec.name, score_name(spec), cells, cfg.tickets.select_on)
     if shape is None:
         raise ConfigError(f"no trainable task in {cfg.tasks}")
     ticket_set = TicketSet(cfg.model.name, shape, super_tickets)
     ticket_set.save(root / "tickets.json")
     write_board(root, ticket_set)
     return ticket_set
+
+
+def score_name(spec: registry.TaskSpec) -> str:
+    """What a cell's score is: the task's metric, or the mean of its metrics (MRPC, STS-B)."""
+    return spec.metrics[0] if len(spec.metrics) == 1 else f"mean of {' and '.join(spec.metrics)}"
 
 
 def cell_config(cfg: Config, task: str, out_dir: Path, seed: int | None = None, tickets_file: Path | None = None) -> Config:
