@@ -174,7 +174,7 @@ def predict(run_dir, out_dir, glue_dir) -> None:
 
 @main.group()
 def tickets() -> None:
-    """Find, show and import super tickets.
+    """Find, show, merge and import super tickets.
 
     \b
     Example:
@@ -192,6 +192,9 @@ def tickets() -> None:
 @friendly_errors
 def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, sparsity_mode, quiet, **flags) -> None:
     """Find each task's super ticket: fine-tune, score, prune, rewind, re-fine-tune, pick the best.
+
+    The full model and the best winning ticket are then rerun with tickets.confirm_seeds, so the
+    printed means say whether the ticket beats the full model against seed noise.
 
     Every (kind, sparsity, seed) cell is its own resumable run under OUTPUT_DIR/<task>/; rerun the
     same command to continue a killed sweep. Writes OUTPUT_DIR/tickets.json, <task>_curve.csv/.png
