@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from . import registry, rundir
 from .config import Config, single_task
@@ -39,6 +40,7 @@ class Row:
     """One contender: per-task scores over seeds, and what it costs in encoder parameters."""
 
     contender: str
+    seeds: list[int]
     scores: dict[str, list[float]]  # task -> one score per seed
     glue: list[float]  # GLUE average per seed
     params_per_task: float  # mean fraction of encoder-layer parameters one task runs through
@@ -84,7 +86,7 @@ def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: 
     per_task = statistics.mean(t.kept_params(shape) for u in used for t in u.values()) / full_params(shape)
     per_seed = len(used) // len(cfg.compare.seeds)
     total = sum(union_params(list(u.values()), shape) for u in used[:per_seed]) / full_params(shape)
-    return Row(contender, scores, glue, per_task, total)
+    return Row(contender, list(cfg.compare.seeds), scores, glue, per_task, total)
 
 
 def run(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets: dict[str, Ticket],
@@ -163,14 +165,37 @@ def write_table(out: Path, rows: list[Row], tasks: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "comparison.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["contender", "seed_index", *tasks, "glue_average", "params_per_task", "params_total"])
+        writer.writerow(["contender", "seed", *tasks, "glue_average", "params_per_task", "params_total"])
         for r in rows:
-            for i, glue in enumerate(r.glue):
-                writer.writerow([r.contender, i, *(f"{r.scores[t][i]:.2f}" for t in tasks), f"{glue:.2f}",
+            for i, (seed, glue) in enumerate(zip(r.seeds, r.glue, strict=True)):
+                writer.writerow([r.contender, seed, *(f"{r.scores[t][i]:.2f}" for t in tasks), f"{glue:.2f}",
                                  f"{r.params_per_task:.3f}", f"{r.params_total:.3f}"])
     header = "| contender | " + " | ".join(tasks) + " | GLUE avg | params/task | params stored |"
     lines = [header, "|" + "---|" * (len(tasks) + 4)]
     for r in rows:
         lines.append(f"| {r.contender} | " + " | ".join(fmt(r.scores[t]) for t in tasks)
                      + f" | {fmt(r.glue)} | {r.params_per_task:.1%} | {r.params_total:.2f}x |")
+    if len(rows) > 1:
+        lines += ["", *paired_table(rows, tasks)]
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
+
+
+def paired_table(rows: list[Row], tasks: list[str]) -> list[str]:
+    """Every contender against the first, seed by seed: a seed fixes data order and head init for all
+    contenders, so the paired difference is the honest measure against seed noise."""
+    base = rows[0]
+    lines = [f"Against {base.contender}, seed by seed: mean difference (seeds ahead of all seeds; "
+             "paired t-test p when there are 3 or more seeds).", "",
+             "| contender | " + " | ".join(tasks) + " | GLUE avg |", "|" + "---|" * (len(tasks) + 2)]
+    for r in rows[1:]:
+        cells = [paired(r.scores[t], base.scores[t]) for t in tasks] + [paired(r.glue, base.glue)]
+        lines.append(f"| {r.contender} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired(values: list[float], baseline: list[float]) -> str:
+    gains = [v - b for v, b in zip(values, baseline, strict=True)]
+    text = f"{statistics.mean(gains):+.2f} ({sum(g > 0 for g in gains)}/{len(gains)}"
+    if len(gains) >= 3 and len(set(gains)) > 1:
+        text += f", p {stats.ttest_rel(values, baseline).pvalue:.2f}"
+    return text + ")"

@@ -1,7 +1,11 @@
 """`mtl-tickets compare` end to end on a tiny encoder: every contender, two seeds, one table, reuse."""
 
 import csv
+import math
 
+from scipy import stats
+
+from mtl_tickets.compare import Row, paired_table
 
 from .test_cli import cli
 from .test_multitask import ticket_file
@@ -17,8 +21,9 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
     assert result.returncode == 0, result.stderr[-2000:]
     for contender in ("single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"):
         assert f"| {contender} |" in result.stdout
+    assert "Against single_full, seed by seed" in result.stdout
     rows = list(csv.DictReader((out / "comparison.csv").open()))
-    assert len(rows) == 10
+    assert len(rows) == 10 and {r["seed"] for r in rows} == {"1", "2"}
     by = {r["contender"]: r for r in rows}
     assert float(by["single_full"]["params_total"]) == 2.0  # two full encoders
     assert float(by["joint_full"]["params_total"]) == 1.0
@@ -39,3 +44,14 @@ def test_full_contenders_need_no_tickets_and_a_missing_ticket_is_named(tiny_mode
     tickets = ticket_file(tmp_path / "t.json", tasks=("rte",))
     missing = cli("compare", "--task", "rte,stsb", "--output-dir", tmp_path / "t", "--tickets", tickets, *common)
     assert missing.returncode == 2 and "has no ticket for stsb (it has rte)" in missing.stderr, missing.stderr
+
+
+def test_paired_differences_match_a_hand_computation():
+    base = Row("single_full", [1, 2, 3], {"rte": [50.0, 52.0, 54.0]}, [50.0, 52.0, 54.0], 1.0, 1.0)
+    joint = Row("joint_full", [1, 2, 3], {"rte": [51.0, 52.5, 53.0]}, [51.0, 52.5, 53.0], 1.0, 0.2)
+    gains = [1.0, 0.5, -1.0]
+    mean = sum(gains) / 3
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gains) / 2)
+    p = 2 * stats.t.sf(abs(mean / (sd / math.sqrt(3))), df=2)
+    row = paired_table([base, joint], ["rte"])[-1]
+    assert row == f"| joint_full | +0.17 (2/3, p {p:.2f}) | +0.17 (2/3, p {p:.2f}) |"
