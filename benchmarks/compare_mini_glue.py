@@ -7,6 +7,7 @@ contenders cost nothing more. Until every task's sweep has finished, only the jo
 benchmarks/results/compare_mini_glue/ and restored at start, so a committed run is never trained again.
 
     python benchmarks/compare_mini_glue.py --glue-dir ../shared/data/glue
+    python benchmarks/compare_mini_glue.py --glue-dir ../shared/data/glue --seeds 1   # one seed of each first
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--glue-dir", required=True)
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--contenders", nargs="+", choices=ALL, help="Default: all once every sweep has finished.")
+    parser.add_argument("--seeds", nargs="+", type=int, help="Default: the config's (1 2 3). Fewer first gives every "
+                        "contender a seed before any gets three.")
     args = parser.parse_args()
     runs = Path(args.runs)
     for task in TASKS:  # the sweep's runs: compare reads them instead of training them again
@@ -52,6 +55,8 @@ def main() -> None:
     contenders = args.contenders or (ALL if tickets else ["joint_full"])
     cmd = ["mtl-tickets", "compare", "--config", CONFIG, "--glue-dir", args.glue_dir, "--output-dir", str(out),
            "--set", f"compare.contenders=[{', '.join(contenders)}]", "--quiet"]
+    if args.seeds:
+        cmd += ["--set", f"compare.seeds=[{', '.join(map(str, args.seeds))}]"]
     if tickets:
         cmd += ["--tickets", str(tickets)]
     print(" ".join(cmd), file=sys.stderr, flush=True)

@@ -13,7 +13,9 @@ from .checkpoint import atomic_write_text
 from .config import Config, save_config
 from .schema import ConfigError, from_dict, load_yaml, to_dict
 
-RESUME_NEUTRAL = {("train", "max_steps"), ("train", "log_every")}  # may change between resumes
+# May change between resumes: a step cap, the log interval, and which contenders and seeds a
+# `compare` trains (each of its runs has one seed; adding seeds must not orphan the finished ones).
+RESUME_NEUTRAL = {("train", "max_steps"), ("train", "log_every"), ("compare",)}
 
 
 def prepare(cfg: Config, write: bool = True) -> Path:
@@ -55,7 +57,7 @@ def config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             found += config_differences(a, b, path)
-        elif a != b and path not in RESUME_NEUTRAL:
+        elif a != b and not any(path[: len(n)] == n for n in RESUME_NEUTRAL):
             found.append(f"{'.'.join(path)}: {a!r} -> {b!r}")
     return found
 

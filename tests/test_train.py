@@ -57,6 +57,12 @@ def test_a_different_config_in_the_same_output_dir_is_refused(tiny_model_dir, gl
         train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "train.lr=2e-4"), progress=False)
 
 
+def test_a_run_resumes_under_a_compare_with_more_seeds(tiny_model_dir, glue_slice, tmp_path):
+    train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "compare.seeds=[1]"), progress=False)
+    again = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "compare.seeds=[1, 2, 3]")
+    assert train(again, progress=False).results["complete"]
+
+
 def test_a_run_saved_before_a_setting_existed_still_resumes(tiny_model_dir, glue_slice, tmp_path):
     cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[wnli]", "train.max_steps=1")
     train(cfg, progress=False)
