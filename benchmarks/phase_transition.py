@@ -20,6 +20,8 @@ from pathlib import Path
 from common import mirror, run_mirrored
 from scipy import stats
 
+from mtl_tickets.tickets import write_curve
+
 RESULTS = Path(__file__).parent / "results" / "phase_transition"
 CONFIG = "configs/tickets_mini_glue.yaml"
 PROTOCOL = "mini-GLUE v1"
@@ -98,7 +100,8 @@ def main() -> None:
     parser.add_argument("--glue-dir", help="GLUE in its tsv layout (needed unless --summary-only)")
     parser.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb", "cola"], choices=TASKS)
     parser.add_argument("--runs", default="runs/phase_transition")
-    parser.add_argument("--summary-only", action="store_true", help="Rewrite phase_transition.md from the results; train nothing.")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="Redraw the curves and rewrite phase_transition.md from the results; train nothing.")
     args = parser.parse_args()
     if not (args.glue_dir or args.summary_only):
         parser.error("--glue-dir is required to run the sweep")
@@ -113,6 +116,9 @@ def main() -> None:
         commands_file.write_text(json.dumps(commands, indent=1))
         write_summary(commands)
     if args.summary_only:
+        for ticket_file in RESULTS.glob("*/tickets.json"):
+            task = ticket_file.parent.name
+            write_curve(ticket_file.parent, task, json.loads(ticket_file.read_text())["tickets"][task])
         write_summary(commands)
 
 

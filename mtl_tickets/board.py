@@ -20,24 +20,33 @@ from .masks import Ticket  # noqa: E402
 KIND_STYLE = {"winning": ("tab:green", "o"), "random": ("tab:blue", "s"), "losing": ("tab:red", "v")}
 
 
-def phase_transition_figure(rows: Sequence[dict], task: str, metric: str):
-    """Dev metric against the fraction of encoder weights kept, one line per ticket kind, the full
-    model as a horizontal line (rows: kind, kept, score[, score_std])."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+def phase_transition_figure(rows: Sequence[dict], reruns: Sequence[dict], task: str, metric: str):
+    """Dev metric against the fraction of encoder weights kept, one line per ticket kind (rows: kind,
+    kept, score), the full model as a horizontal line; reruns of the full model and the best winning
+    ticket with more seeds (kind, kept, mean, std, seeds) as mean ± std, the full model's as a band."""
+    fig, ax = plt.subplots(figsize=(6, 4.8), dpi=110)
     full = [r for r in rows if r["kind"] == "full"]
     for kind, (colour, marker) in KIND_STYLE.items():
-        points = sorted((r["kept"], r["score"], r.get("score_std", 0.0)) for r in rows if r["kind"] == kind)
+        points = sorted((r["kept"], r["score"]) for r in rows if r["kind"] == kind)
         if points:
-            x, y, err = map(np.array, zip(*points, strict=True))
-            ax.errorbar(x, y, yerr=err, color=colour, marker=marker, label=f"{kind} tickets", capsize=3)
+            x, y = zip(*points, strict=True)
+            ax.plot(x, y, color=colour, marker=marker, label=f"{kind} tickets")
     if full:
         ax.axhline(full[0]["score"], color="black", linestyle="--", label="full model")
+    for r in reruns:
+        seeds = f"seeds {min(r['seeds'])}-{max(r['seeds'])}" if len(r["seeds"]) > 1 else f"seed {r['seeds'][0]}"
+        if r["kind"] == "full":
+            ax.axhspan(r["mean"] - r["std"], r["mean"] + r["std"], color="grey", alpha=0.2,
+                       label=f"full model, {seeds}: mean ± std")
+        else:
+            ax.errorbar([r["kept"]], [r["mean"]], yerr=[r["std"]], color="darkgreen", marker="D", markerfacecolor="white",
+                        capsize=4, linestyle="none", label=f"best {r['kind']} ticket, {seeds}: mean ± std")
     ax.set_xlabel("fraction of encoder weights kept")
     ax.set_ylabel(f"dev score ({metric})")
     ax.set_title(f"{task}: phase transition")
     ax.invert_xaxis()  # sparser to the right, as in the paper
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: never over a curve
     fig.tight_layout()
     return fig
 

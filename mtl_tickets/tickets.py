@@ -78,7 +78,7 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
             "kind": best.kind, "sparsity": best.sparsity, "selected_on": cfg.tickets.select_on,
             "metric": score_name(spec), "seed": cfg.train.seed, "scores": str(task_root / "scores.json"),
             "curve": [c.__dict__ for c in cells], "confirm": confirm})
-        write_curve(root, spec.name, score_name(spec), cells, cfg.tickets.select_on)
+        write_curve(root, spec.name, super_tickets[spec.name].info)
     if shape is None:
         raise ConfigError(f"no trainable task in {cfg.tasks}")
     ticket_set = TicketSet(cfg.model.name, shape, super_tickets)
@@ -166,18 +166,30 @@ def confirm_with_seeds(cfg: Config, task: str, best_winning: Cell | None, candid
     return out
 
 
-def write_curve(root: Path, task: str, metric: str, cells: list[Cell], select_on: str) -> None:
-    """`<task>_curve.csv` and `<task>_curve.png` beside the ticket file."""
+def write_curve(root: Path, task: str, info: dict) -> None:
+    """`<task>_curve.csv` and `<task>_curve.png` beside the ticket file, from a super ticket's info."""
     from .board import phase_transition_figure, save_figure
 
+    cells = [Cell(**c) for c in info["curve"]]
     with (root / f"{task}_curve.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["kind", "sparsity", "seed", "kept", "dev_best", "dev_last", "heldout_best", "dev_at_heldout_best"])
         for c in sorted(cells, key=lambda c: (c.kind, c.sparsity)):
             writer.writerow([c.kind, c.sparsity, c.seed, f"{c.kept:.4f}", f"{c.dev_best:.2f}", f"{c.dev_last:.2f}",
                              _fmt(c.heldout_best), _fmt(c.dev_at_heldout_best)])
+    save_figure(phase_transition_figure(*curve_rows(info), task, info["metric"]), root / f"{task}_curve.png")
+
+
+def curve_rows(info: dict) -> tuple[list[dict], list[dict]]:
+    """A super ticket's curve as figure rows (kind, kept, score), and its seed reruns (kind, kept,
+    mean, std, seeds): the grid's one seed, and the noise to read it against."""
+    select_on = info["selected_on"]
+    cells = [Cell(**c) for c in info["curve"]]
     rows = [{"kind": c.kind, "kept": c.kept, "score": c.reported_score(select_on)} for c in cells]
-    save_figure(phase_transition_figure(rows, task, metric), root / f"{task}_curve.png")
+    kept = {(c.kind, c.sparsity): c.kept for c in cells}
+    reruns = [{"kind": r["kind"], "kept": kept[(r["kind"], r["sparsity"])], "mean": r["mean"], "std": r["std"],
+               "seeds": r["seeds"]} for r in info.get("confirm", {}).values()]
+    return rows, reruns
 
 
 def _fmt(value: float | None) -> str:
@@ -194,8 +206,8 @@ def write_board(root: Path, ticket_set: TicketSet) -> None:
     for task, ticket in ticket_set.tickets.items():
         select_on = ticket.info["selected_on"]
         cells = [Cell(**c) for c in ticket.info["curve"]]
-        rows = [{"kind": c.kind, "kept": c.kept, "score": c.reported_score(select_on)} for c in cells]
-        writer.add_figure(f"tickets/{task}/phase_transition", phase_transition_figure(rows, task, ticket.info["metric"]))
+        curve = phase_transition_figure(*curve_rows(ticket.info), task, ticket.info["metric"])
+        writer.add_figure(f"tickets/{task}/phase_transition", curve)
         writer.add_figure(f"tickets/{task}/super_ticket", ticket_map_figure(ticket, task))
         for c in cells:
             writer.add_scalar(f"tickets/{task}/{c.kind}", c.reported_score(select_on), round(100 * (1 - c.kept)))

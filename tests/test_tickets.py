@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mtl_tickets.config import load_config
 from mtl_tickets.masks import TicketSet
-from mtl_tickets.tickets import find_super_tickets
+from mtl_tickets.tickets import curve_rows, find_super_tickets
 from mtl_tickets.train import build_model
 
 from .test_cli import cli
@@ -41,6 +41,10 @@ def test_sweep_writes_tickets_curves_and_board(tiny_model_dir, glue_slice, tmp_p
     rows = list(csv.DictReader((out / "rte_curve.csv").open()))
     assert len(rows) == 5 and float(rows[0]["kept"]) <= 1
     assert (out / "rte_curve.png").stat().st_size > 1000
+    points, reruns = curve_rows(ticket.info)  # the figure draws the seed reruns where their cells sit
+    assert len(points) == 5
+    winning_rerun = next(r for r in reruns if r["kind"] == "winning")
+    assert winning_rerun["kept"] == best_winning["kept"] and winning_rerun["mean"] == confirm["winning"]["mean"]
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "histograms": 0}).Reload()
     assert {"tickets/rte/phase_transition", "tickets/rte/super_ticket"} <= set(events.Tags()["images"])
     assert "importance/rte/attn_heads" in events.Tags()["histograms"]
