@@ -333,8 +333,9 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
     """Compare shared and task-specific tickets on the same data, seeds and budget.
 
     Trains (or reuses) single-task full models, single-task super tickets, joint full (MT-DNN),
-    joint tickets (Tickets-Share) and joint adaptive, and prints one table; writes
-    OUTPUT_DIR/comparison.csv and comparison.md.
+    joint tickets (Tickets-Share) and joint adaptive, and prints the table twice: each task at its
+    own best epoch (the paper's rule), and each joint run's one best checkpoint (what is deployed);
+    writes OUTPUT_DIR/comparison.csv and comparison.md.
 
     \b
     Example:

@@ -21,9 +21,14 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
     assert result.returncode == 0, result.stderr[-2000:]
     for contender in ("single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"):
         assert f"| {contender} |" in result.stdout
-    assert "Against single_full, seed by seed" in result.stdout
-    rows = list(csv.DictReader((out / "comparison.csv").open()))
-    assert len(rows) == 10 and {r["seed"] for r in rows} == {"1", "2"}
+    assert result.stdout.count("Against single_full, seed by seed") == 2  # one per selection rule
+    table = list(csv.DictReader((out / "comparison.csv").open()))
+    rows, checkpoint = ([r for r in table if r["selection"] == sel] for sel in ("per_task", "checkpoint"))
+    assert len(rows) == len(checkpoint) == 10 and {r["seed"] for r in rows} == {"1", "2"}
+    for per_task, one_model in zip(rows, checkpoint, strict=True):  # a task's best epoch is at least the chosen one
+        same = per_task["contender"].startswith("single")
+        for task in ("rte", "stsb"):
+            assert float(per_task[task]) == float(one_model[task]) if same else float(per_task[task]) >= float(one_model[task])
     by = {r["contender"]: r for r in rows}
     assert float(by["single_full"]["params_total"]) == 2.0  # two full encoders
     assert float(by["joint_full"]["params_total"]) == 1.0
