@@ -110,12 +110,27 @@ class SharingModule(nn.Module):
             out[name] = Ticket(g.attn_heads.cpu().numpy() > 0, g.ffn.cpu().numpy() > 0, {"kind": "adaptive"})
         return out
 
+    def changed(self, tickets: dict[str, Ticket]) -> dict[str, dict[str, int]]:
+        """Units whose hard gate differs from the super ticket it started at, per task: how far the
+        learned sharing has actually moved (0 everywhere means Tickets-Share, plus gate noise)."""
+        out = {}
+        for i, (name, ticket) in enumerate(tickets.items()):
+            out[name] = {}
+            for key, part in (("heads", "attn_heads"), ("ffn", "ffn")):
+                start = getattr(self, f"{part}_signs")[i].cpu().numpy() > 0
+                kept = getattr(ticket, part)
+                out[name][f"{key}_gained"] = int((kept & ~start).sum())
+                out[name][f"{key}_dropped"] = int((start & ~kept).sum())
+        return out
+
     def report(self) -> dict:
-        """Achieved vs target density per task, the affinity and the overlap of the hard masks."""
+        """Achieved vs target density per task, units changed from the super tickets, the affinity and
+        the overlap of the hard masks."""
         tickets = self.tickets()
         densities = {n: {"heads": t.density()[0], "ffn": t.density()[1],
                          "target_heads": float(self.targets[i, 0]), "target_ffn": float(self.targets[i, 1])}
                      for i, (n, t) in enumerate(tickets.items())}
         affinity = torch.sigmoid(self.affinity.detach()).cpu().numpy()
         np.fill_diagonal(affinity, 0.0)
-        return {"tasks": self.names, "density": densities, "affinity": affinity.tolist(), "overlap": overlap(tickets)}
+        return {"tasks": self.names, "density": densities, "changed": self.changed(tickets),
+                "affinity": affinity.tolist(), "overlap": overlap(tickets)}

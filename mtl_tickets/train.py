@@ -280,7 +280,7 @@ def log_sharing(sharing: SharingModule, loggers: Loggers, step: int) -> None:
 
     report = sharing.report()
     names = report["tasks"]
-    scalars = {f"sharing/{t}/{k}": v for t, d in report["density"].items() for k, v in d.items()}
+    scalars = {f"sharing/{t}/{k}": v for part in ("density", "changed") for t, d in report[part].items() for k, v in d.items()}
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if i < j:

@@ -28,6 +28,7 @@ def test_initial_hard_gates_are_the_tickets():
     start = tickets()
     module = SharingModule(start)
     assert module.tickets() == start
+    assert all(v == 0 for c in module.report()["changed"].values() for v in c.values())
     for name, ticket in start.items():
         g = module.hard_gates(name)
         assert torch.equal(g.attn_heads.bool(), torch.as_tensor(ticket.attn_heads))
@@ -61,6 +62,9 @@ def test_affinity_moves_a_task_toward_another_tasks_ticket():
     learned = module.tickets()["rte"]
     agree = lambda a, b: (a.attn_heads == b.attn_heads).mean()  # noqa: E731
     assert agree(learned, start["stsb"]) > agree(start["rte"], start["stsb"])
+    changed = module.report()["changed"]["rte"]  # counted against rte's own super ticket
+    assert changed["heads_gained"] == int((learned.attn_heads & ~start["rte"].attn_heads).sum()) > 0
+    assert changed["heads_dropped"] == int((start["rte"].attn_heads & ~learned.attn_heads).sum())
 
 
 def test_adaptive_run_keeps_the_budget_and_shows_it_in_tensorboard(tiny_model_dir, glue_slice, tmp_path):
@@ -77,6 +81,7 @@ def test_adaptive_run_keeps_the_budget_and_shows_it_in_tensorboard(tiny_model_di
     events = EventAccumulator(str(result.output_dir / "tensorboard"), size_guidance={"images": 0, "histograms": 0}).Reload()
     images = set(events.Tags()["images"])
     assert {"sharing/affinity", "sharing/overlap_heads", "sharing/overlap_ffn", "sharing/rte/ticket"} <= images
+    assert {"sharing/rte/heads_gained", "sharing/stsb/ffn_dropped"} <= set(events.Tags()["scalars"])
     assert len(events.Images("sharing/affinity")) == len(result.results["history"])  # as it evolves
     assert "sharing/rte/ffn" in events.Tags()["scalars"] and "sharing/jaccard_heads/rte-stsb" in events.Tags()["scalars"]
     assert "sharing/stsb/attn_heads_gate_probability" in events.Tags()["histograms"]
