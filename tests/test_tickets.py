@@ -114,7 +114,7 @@ def test_compare_reads_the_sweeps_runs_instead_of_training_again(tiny_model_dir,
     same = sweep_config(tiny_model_dir, glue_slice, tmp_path / "cmp", f"tickets_file={sweep / 'tickets.json'}",
                         f"data.cache_dir={tmp_path / 'other-cache'}", "compare.seeds=[1, 2]",
                         "compare.contenders=[single_full, single_tickets]")
-    rows = {r.contender: r for r in compare(same, progress=False)}
+    rows = {r.contender: r for r in compare(same, progress=False)["per_task"]}
     assert not (tmp_path / "cmp" / "single_full").exists() and not (tmp_path / "cmp" / "single_tickets").exists()
     confirm = ticket.info["confirm"]
     assert rows["single_full"].scores["rte"] == confirm["full"]["scores"]
