@@ -1,0 +1,372 @@
+"""The GPU protocol grid in one unattended call (../shared/PROTOCOL.md: mini-GLUE v2, then GLUE-full v1).
+
+Each stage is one existing recipe (`mtl-tickets compare`, `tickets find`) in a subprocess, on the
+encoder and GLUE files benchmarks/gpu_carry.py wrote. Stages start in priority order as soon as the
+stages they read have finished, `--workers` at a time (MiniLM-L6 leaves an H200 mostly idle, so a few
+processes share it). No stage starts in the last `--reserve-minutes` of `--budget-minutes`; at the
+budget the running ones get SIGTERM (the run in progress saves a checkpoint, every finished run stays).
+Everything lands under $OUT while the grid runs, so a cut-off call still returns what it finished:
+
+    runs/        the light files of every finished run (results, config, tickets, curves, tables)
+    cells.jsonl  one line per finished run: its tasks, seed, recipe and best-epoch dev scores
+    grid.jsonl   one line per stage event (start, done, failed, stopped, skipped) with its time
+    recipe.json  the budget and learning rate mini-GLUE v2's step 1 chose, with the numbers it read
+    logs/        each stage's output
+    summary.md   the stages, their status, time and training steps per second
+
+On the GPU machine, from the repository root (nothing to install; `gpu_carry/` carried along):
+
+    PYTHONPATH=. python benchmarks/gpu_grid.py --budget-minutes 8.5 --workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from common import machine, mirror
+
+V2, FULL = "mini-GLUE v2", "GLUE-full v1"
+MINI_GLUE = ("cola", "sst2", "mrpc", "stsb", "rte")
+GLUE_FULL = ("cola", "sst2", "mrpc", "stsb", "mnli", "qnli", "rte")  # QQP: the local copy has no dev set
+BUDGETS = (3, 6, 10)  # v2 step 1: epochs of the full model; the schedule spans them, so each is its own run
+LRS = (1e-4, 5e-5)  # v2 step 1: the first is the budget runs' (v1's choice), the second is tried at the chosen budget
+SELECTION_SEEDS, CONFIRM_SEEDS, GLUE_FULL_SEEDS = [1, 2], [2, 3, 4, 5, 6], [1, 2, 3, 4, 5]
+JOINT = ("joint_full", "joint_tickets", "joint_adaptive")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Grid:
+    """Where the grid reads and writes, and what every command gets."""
+
+    runs: Path  # run directories (large: weights, checkpoints)
+    out: Path  # what comes back: light files only
+    model: str
+    glue_dir: Path
+    tasks: list[str]  # mini-GLUE v2's tasks
+    overrides: list[str] = field(default_factory=list)  # `--set` for every command (tiny CPU runs)
+
+    def command(self, *args: str) -> list[str]:
+        """A CLI command; the grid's own `--set`s come last, so they win over a stage's."""
+        sets = [x for o in self.overrides for x in ("--set", o)]
+        return [sys.executable, "-m", "mtl_tickets.cli", *args, "--glue-dir", str(self.glue_dir), "--model", self.model,
+                "--quiet", *sets]
+
+    def event(self, stage: str, event: str, **extra) -> None:
+        line = {"t": round(time.time(), 1), "stage": stage, "event": event, **extra}
+        with (self.out / "grid.jsonl").open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(json.dumps(line), flush=True)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    needs: tuple[str, ...]  # stages whose results it reads
+    args: Callable[[Grid], list[str] | None]  # its command; None when its inputs are missing
+
+
+# ------------------------------------------------------------------------------- mini-GLUE v2
+
+
+def v2_compare(grid: Grid, out: str, epochs: float, lr: float, contenders: list[str], seeds: list[int]) -> list[str]:
+    return grid.command("compare", "--config", "configs/compare_mini_glue.yaml", "--task", ",".join(grid.tasks),
+                        "--output-dir", str(grid.runs / "v2" / out), "--epochs", f"{epochs:g}", "--lr", f"{lr:g}",
+                        "--set", f"compare.contenders=[{', '.join(contenders)}]", "--set", f"compare.seeds={seeds}")
+
+
+def budget_args(epochs: int, grid: Grid) -> list[str]:
+    return v2_compare(grid, f"budget-e{epochs}", epochs, LRS[0], ["single_full"], SELECTION_SEEDS)
+
+
+def lr_args(grid: Grid) -> list[str] | None:
+    epochs = chosen_epochs(grid)
+    return None if epochs is None else v2_compare(grid, f"lr{LRS[1]:g}-e{epochs:g}", epochs, LRS[1], ["single_full"], SELECTION_SEEDS)
+
+
+def glue_averages(table: Path) -> list[float] | None:
+    """The single-task full model's GLUE average per seed (each task at its best epoch), from compare's table."""
+    if not table.is_file():
+        return None
+    import csv
+
+    rows = [r for r in csv.DictReader(table.open()) if r["selection"] == "per_task" and r["contender"] == "single_full"]
+    return [float(r["glue_average"]) for r in rows] or None
+
+
+def chosen_epochs(grid: Grid) -> float | None:
+    """v2 step 1: the smallest budget whose mean is within half a seed-std of the largest budget's."""
+    scores = {e: glue_averages(grid.runs / "v2" / f"budget-e{e}" / "comparison.csv") for e in BUDGETS}
+    if any(v is None for v in scores.values()):
+        return None
+    top = scores[BUDGETS[-1]]
+    bar = statistics.mean(top) - 0.5 * (statistics.stdev(top) if len(top) > 1 else 0.0)
+    return next(e for e in BUDGETS if statistics.mean(scores[e]) >= bar)
+
+
+def chosen_recipe(grid: Grid) -> tuple[float, float] | None:
+    """(epochs, lr) for every later v2 run, written to recipe.json with the numbers behind it."""
+    epochs = chosen_epochs(grid)
+    if epochs is None:
+        return None
+    by_lr = {LRS[0]: glue_averages(grid.runs / "v2" / f"budget-e{epochs:g}" / "comparison.csv"),
+             LRS[1]: glue_averages(grid.runs / "v2" / f"lr{LRS[1]:g}-e{epochs:g}" / "comparison.csv")}
+    if by_lr[LRS[1]] is None:
+        return None
+    lr = max(LRS, key=lambda x: statistics.mean(by_lr[x]))
+    budgets = {e: glue_averages(grid.runs / "v2" / f"budget-e{e}" / "comparison.csv") for e in BUDGETS}
+    (grid.out / "recipe.json").write_text(json.dumps({
+        "protocol": V2, "epochs": epochs, "lr": lr, "rule": "smallest budget within half a seed-std of the largest; "
+        "then the lr with the higher mean", "glue_average_by_epochs_at_lr_1e-4": budgets,
+        "glue_average_by_lr": {f"{k:g}": v for k, v in by_lr.items()}, "seeds": SELECTION_SEEDS}, indent=1))
+    return epochs, lr
+
+
+def sweep_args(task: str, select_on: str, grid: Grid) -> list[str] | None:
+    recipe = chosen_recipe(grid)
+    if recipe is None:
+        return None
+    held = ["--set", "tickets.select_on=heldout", "--set", "data.holdout=0.1"] if select_on == "heldout" else []
+    return grid.command("tickets", "find", "--config", "configs/tickets_mini_glue.yaml", "--task", task,
+                        "--output-dir", str(grid.runs / "v2" / f"sweep-{select_on}" / task),
+                        "--epochs", f"{recipe[0]:g}", "--lr", f"{recipe[1]:g}", *held,
+                        "--set", "tickets.control_sparsities=[0.1, 0.3, 0.5]",
+                        "--set", f"tickets.confirm_seeds={CONFIRM_SEEDS}")
+
+
+def compare_args(contenders: list[str], grid: Grid) -> list[str] | None:
+    """The contenders on the confirmation seeds, through the dev-selected super tickets (merged once)."""
+    recipe = chosen_recipe(grid)
+    if recipe is None:
+        return None
+    if contenders == ["joint_full"]:  # MT-DNN needs no ticket
+        return v2_compare(grid, "compare", *recipe, contenders, CONFIRM_SEEDS)
+    sweeps = [grid.runs / "v2" / "sweep-dev" / t / "tickets.json" for t in grid.tasks]
+    if not all(f.is_file() for f in sweeps):
+        return None
+    merged = grid.runs / "v2" / "super_tickets.json"
+    if not merged.is_file():
+        from mtl_tickets.masks import TicketSet, merge
+
+        merge([(f, TicketSet.load(f)) for f in sweeps]).save(merged)
+    return v2_compare(grid, "compare", *recipe, contenders, CONFIRM_SEEDS) + ["--tickets", str(merged)]
+
+
+# ------------------------------------------------------------------------------- GLUE-full v1
+
+
+def glue_full_args(seed: int, grid: Grid) -> list[str] | None:
+    """The joint full model on every task the carried GLUE has train and dev for, v1's recipe, one seed."""
+    if not all((grid.glue_dir / d).is_dir() for d in ("MNLI", "QNLI", "SST-2")):
+        return None  # not carried: benchmarks/gpu_carry.py --tasks ... mnli qnli
+    return grid.command("compare", "--config", "configs/glue_full_gpu.yaml", "--task", ",".join(GLUE_FULL),
+                        "--output-dir", str(grid.runs / "glue-full"), "--lr", "1e-4", "--set", "model.pooling=mean",
+                        "--set", "compare.contenders=[joint_full]", "--set", f"compare.seeds=[{seed}]")
+
+
+def stages(tasks: list[str]) -> list[Stage]:
+    """The grid in priority order: v2 step 1, the dev-selected sweeps and their comparison, the
+    held-out-selected sweeps, then GLUE-full one seed at a time."""
+    budget = [Stage(f"v2-budget-e{e}", (), partial(budget_args, e)) for e in BUDGETS]
+    lr = Stage("v2-lr", tuple(s.name for s in budget), lr_args)
+    dev = [Stage(f"v2-sweep-dev-{t}", (lr.name,), partial(sweep_args, t, "dev")) for t in tasks]
+    joint = [Stage(f"v2-compare-{c}", (lr.name,) if c == "joint_full" else tuple(s.name for s in dev),
+                   partial(compare_args, [c])) for c in JOINT]
+    table = Stage("v2-compare", tuple(s.name for s in joint), partial(compare_args, ["single_full", "single_tickets", *JOINT]))
+    held = [Stage(f"v2-sweep-heldout-{t}", (lr.name,), partial(sweep_args, t, "heldout")) for t in tasks]
+    full = [Stage(f"glue-full-s{s}", (), partial(glue_full_args, s)) for s in GLUE_FULL_SEEDS]
+    return [*budget, lr, *dev, *joint, table, *held, *full]
+
+
+# ------------------------------------------------------------------------------- running
+
+
+@dataclass
+class Running:
+    stage: Stage
+    proc: subprocess.Popen
+    started: float
+    out_dir: Path  # where its runs are (its --output-dir)
+    stopped_at: float | None = None  # when it was sent SIGTERM
+
+
+def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserve: float, every: float = 15) -> dict[str, str]:
+    """Start ready stages in priority order until `reserve` seconds before `stop_at`; SIGTERM what still
+    runs at `stop_at`. Returns each stage's final status."""
+    status: dict[str, str] = {}
+    running: dict[str, Running] = {}
+    last_mirror = time.time()
+    while todo or running:
+        for name, r in list(running.items()):
+            if r.proc.poll() is not None:
+                status[name] = finish(grid, r)
+                del running[name]
+        todo = skip_blocked(grid, todo, status, set(running))
+        while len(running) < workers and time.time() < stop_at - reserve and (stage := next_ready(todo, status)):
+            todo.remove(stage)
+            started = start(grid, stage)
+            if started is None:
+                status[stage.name] = "skipped"
+            else:
+                running[stage.name] = started
+        if time.time() >= stop_at - reserve and not running:
+            for stage in todo:
+                grid.event(stage.name, "skipped", why="budget")
+                status[stage.name] = "skipped"
+            todo = []
+        if time.time() >= stop_at:
+            stop(running.values())
+        if time.time() - last_mirror >= every:
+            mirror(grid.runs, grid.out / "runs")
+            last_mirror = time.time()
+        time.sleep(0.2 if running else 0)
+    return status
+
+
+def stop(running) -> None:
+    """SIGTERM at the budget (a run saves a checkpoint and exits); SIGKILL a minute later."""
+    for r in running:
+        if r.stopped_at is None:
+            r.proc.send_signal(signal.SIGTERM)
+            r.stopped_at = time.time()
+        elif time.time() - r.stopped_at > 60:
+            r.proc.kill()
+
+
+def next_ready(todo: list[Stage], status: dict[str, str]) -> Stage | None:
+    return next((s for s in todo if all(status.get(n) == "done" for n in s.needs)), None)
+
+
+def skip_blocked(grid: Grid, todo: list[Stage], status: dict[str, str], running: set[str]) -> list[Stage]:
+    """Stages that need one that failed, stopped, was skipped or is not in this grid can never run:
+    skip them now."""
+    kept, pending = [], {s.name for s in todo} | running
+    for stage in todo:
+        lost = [n for n in stage.needs if status.get(n) != "done" and n not in pending]
+        if lost:
+            grid.event(stage.name, "skipped", why=f"needs {', '.join(lost)}")
+            status[stage.name] = "skipped"
+        else:
+            kept.append(stage)
+    return kept
+
+
+def start(grid: Grid, stage: Stage) -> Running | None:
+    try:
+        cmd = stage.args(grid)
+    except Exception as err:  # a broken input of one stage must not end the unattended grid
+        grid.event(stage.name, "skipped", why=f"{type(err).__name__}: {err}")
+        return None
+    if cmd is None:
+        grid.event(stage.name, "skipped", why="its inputs are missing")
+        return None
+    log = (grid.out / "logs" / f"{stage.name}.log").open("w")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    grid.event(stage.name, "start", command=" ".join(cmd[1:]))
+    return Running(stage, proc, time.time(), Path(cmd[cmd.index("--output-dir") + 1]))
+
+
+def finish(grid: Grid, r: Running) -> str:
+    """Record a stage that ended: its status, time, and the runs it finished (as cells)."""
+    mirror(grid.runs, grid.out / "runs")
+    cells = record_cells(grid, r.stage.name, grid.out / "runs" / r.out_dir.relative_to(grid.runs))
+    seconds = time.time() - r.started
+    steps = sum(c["steps"] for c in cells)
+    state = "done" if r.proc.returncode == 0 else "stopped" if r.stopped_at else "failed"
+    grid.event(r.stage.name, state, rc=r.proc.returncode, seconds=round(seconds, 1), runs=len(cells), steps=steps,
+               steps_per_s=round(steps / seconds, 2))
+    return state
+
+
+def record_cells(grid: Grid, stage: str, where: Path) -> list[dict]:
+    """Append every finished run under `where` (mirrored) not yet in cells.jsonl to it, one line each."""
+    from mtl_tickets.metrics import task_score
+
+    path = grid.out / "cells.jsonl"
+    seen = {json.loads(line)["run"] for line in path.open()} if path.is_file() else set()
+    cells = []
+    for results_file in sorted(where.rglob("results.json")):
+        run = str(results_file.parent.relative_to(grid.out / "runs"))
+        if run in seen:
+            continue
+        results = json.loads(results_file.read_text())
+        train = results["config"]["train"]
+        cells.append({"run": run, "stage": stage, "tasks": results["tasks"], "seed": train["seed"],
+                      "sharing": results["config"]["sharing"], "epochs": train["epochs"], "lr": train["lr"],
+                      "best": {t: round(task_score(b["metrics"]), 2) for t, b in results["per_task_best"].items()},
+                      "glue_average_best_checkpoint": round(results["best"]["glue_average"], 2),
+                      "steps": results["steps"], "complete": results["complete"]})
+    with path.open("a") as f:
+        f.writelines(json.dumps(c) + "\n" for c in cells)
+    return cells
+
+
+def write_summary(grid: Grid, budget_minutes: float, workers: int) -> None:
+    """summary.md: every stage's last event, from grid.jsonl."""
+    last = {}
+    for line in (grid.out / "grid.jsonl").open():
+        event = json.loads(line)
+        last[event["stage"]] = event
+    lines = [f"# GPU grid ({V2}, then {FULL})", "", f"Budget {budget_minutes:g} min, {workers} workers; "
+             "steps/s is per stage (stages share the GPU).", "",
+             "| stage | status | seconds | finished runs | steps/s | note |", "|---|---|---|---|---|---|"]
+    for name, e in last.items():
+        if name != "grid":
+            lines.append(f"| {name} | {e['event']} | {e.get('seconds', '')} | {e.get('runs', '')} | "
+                         f"{e.get('steps_per_s', '')} | {e.get('why', '')} |")
+    (grid.out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget-minutes", type=float, default=8.5, help="No stage runs past this (default 8.5).")
+    parser.add_argument("--reserve-minutes", type=float, default=0.5, help="No stage starts in this last part of the budget.")
+    parser.add_argument("--workers", type=int, default=4, help="Stages run at once.")
+    parser.add_argument("--carry", default="gpu_carry", help="What benchmarks/gpu_carry.py wrote.")
+    parser.add_argument("--model", help="Encoder folder (default: CARRY/minilm-l6).")
+    parser.add_argument("--glue-dir", help="GLUE tsv folders (default: CARRY/glue).")
+    parser.add_argument("--tasks", nargs="+", default=list(MINI_GLUE), choices=MINI_GLUE, help="mini-GLUE v2's tasks.")
+    parser.add_argument("--stages", nargs="+", help="Only these stages (names as in grid.jsonl), in the grid's order.")
+    parser.add_argument("--runs", default="runs/gpu_grid", help="Run directories (not returned: weights).")
+    parser.add_argument("--out", default=os.environ.get("OUT"), help="Results (default: $OUT).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="A setting for every command, e.g. train.max_steps=2 for a smoke test.")
+    args = parser.parse_args()
+    if not args.out:
+        parser.error("give --out or set $OUT")
+    start_time = time.time()
+    carry = Path(args.carry)
+    grid = Grid(Path(args.runs).resolve(), Path(args.out).resolve(), str(Path(args.model or carry / "minilm-l6").resolve()),
+                Path(args.glue_dir or carry / "glue").resolve(), args.tasks, args.overrides)
+    (grid.out / "logs").mkdir(parents=True, exist_ok=True)
+    grid.runs.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in stages(args.tasks) if not args.stages or s.name in args.stages]
+    grid.event("grid", "start", argv=sys.argv, machine=machine(), gpu=gpu_name(), stages=[s.name for s in todo])
+    status = run_grid(grid, todo, args.workers, start_time + 60 * args.budget_minutes, 60 * args.reserve_minutes)
+    mirror(grid.runs, grid.out / "runs")
+    grid.event("grid", "end", seconds=round(time.time() - start_time, 1),
+               done=sum(v == "done" for v in status.values()), of=len(status))
+    write_summary(grid, args.budget_minutes, args.workers)
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+if __name__ == "__main__":
+    main()
