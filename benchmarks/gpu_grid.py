@@ -17,6 +17,21 @@ Everything lands under $OUT while the grid runs, so a cut-off call still returns
 On the GPU machine, from the repository root (nothing to install; `gpu_carry/` carried along):
 
     PYTHONPATH=. python benchmarks/gpu_grid.py --budget-minutes 8.5 --workers 4
+
+A later call continues where one stopped when the earlier $OUT is carried back (`--resume-from`).
+
+What fits (an estimate, not a measurement: grid.jsonl's steps_per_s replaces it after the first call).
+mini-GLUE's five train sets are 520 batches of 32 an epoch (CoLA 268, the others 63 each). At 3 epochs
+v2 is about 112k training steps in 275 runs: step 1 (budget at 3/6/10 epochs and the second lr, seeds
+1-2) 23k steps in 40 runs; the dev-selected sweeps (12 cells at seed 1, full and best winning at seeds
+2-6) 34k in 110; the joint contenders at seeds 2-6 23k in 15; the held-out-selected sweeps 31k in 110.
+A step of MiniLM-L6 is about 85 GFLOP (batch 32 x ~40 tokens x 65 MFLOP per token, measured on the CPU),
+under a millisecond of H200 compute, so it is bound by kernel launches and Python: assumed 12 ms
+(85 steps/s) per process, plus about 5 s per run (load, three evaluations, checkpoints) and 10 s per
+stage (start-up). One process would need about 45 minutes for v2. With 4 workers the critical path
+(budget at 10 epochs 3 min, lr 1.5 min, CoLA's sweep 5.3 min, a joint contender 2 min) is about 12 min:
+one 8.5-minute call should finish step 1 and the sweeps of SST-2, MRPC, STS-B and RTE; CoLA's sweep,
+the comparison, the held-out sweeps and GLUE-full (seven tasks, 12k steps a seed) take further calls.
 """
 
 from __future__ import annotations
@@ -342,6 +357,7 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", help="Only these stages (names as in grid.jsonl), in the grid's order.")
     parser.add_argument("--runs", default="runs/gpu_grid", help="Run directories (not returned: weights).")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="Results (default: $OUT).")
+    parser.add_argument("--resume-from", help="An earlier call's $OUT (carried back): its finished runs are reused.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="A setting for every command, e.g. train.max_steps=2 for a smoke test.")
     args = parser.parse_args()
@@ -353,6 +369,8 @@ def main() -> None:
                 Path(args.glue_dir or carry / "glue").resolve(), args.tasks, args.overrides)
     (grid.out / "logs").mkdir(parents=True, exist_ok=True)
     grid.runs.mkdir(parents=True, exist_ok=True)
+    if args.resume_from:  # light files suffice: a finished run is reused, never retrained (as phase_transition.py)
+        mirror(Path(args.resume_from) / "runs", grid.runs)
     todo = [s for s in stages(args.tasks) if not args.stages or s.name in args.stages]
     grid.event("grid", "start", argv=sys.argv, machine=machine(), gpu=gpu_name(), stages=[s.name for s in todo])
     status = run_grid(grid, todo, args.workers, start_time + 60 * args.budget_minutes, 60 * args.reserve_minutes)
