@@ -37,6 +37,7 @@ the comparison, the held-out sweeps and GLUE-full (seven tasks, 12k steps a seed
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import signal
@@ -114,8 +115,6 @@ def glue_averages(table: Path) -> list[float] | None:
     """The single-task full model's GLUE average per seed (each task at its best epoch), from compare's table."""
     if not table.is_file():
         return None
-    import csv
-
     rows = [r for r in csv.DictReader(table.open()) if r["selection"] == "per_task" and r["contender"] == "single_full"]
     return [float(r["glue_average"]) for r in rows] or None
 
