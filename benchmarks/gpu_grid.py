@@ -107,8 +107,11 @@ def budget_args(epochs: int, grid: Grid) -> list[str]:
 
 
 def lr_args(grid: Grid) -> list[str] | None:
-    epochs = chosen_epochs(grid)
-    return None if epochs is None else v2_compare(grid, f"lr{LRS[1]:g}-e{epochs:g}", epochs, LRS[1], ["single_full"], SELECTION_SEEDS)
+    scores = budget_scores(grid)
+    if scores is None:
+        return None
+    epochs = chosen_epochs(scores)
+    return v2_compare(grid, f"lr{LRS[1]:g}-e{epochs}", epochs, LRS[1], ["single_full"], SELECTION_SEEDS)
 
 
 def glue_averages(table: Path) -> list[float] | None:
@@ -119,30 +122,32 @@ def glue_averages(table: Path) -> list[float] | None:
     return [float(r["glue_average"]) for r in rows] or None
 
 
-def chosen_epochs(grid: Grid) -> float | None:
-    """v2 step 1: the smallest budget whose mean is within half a seed-std of the largest budget's."""
+def budget_scores(grid: Grid) -> dict[int, list[float]] | None:
+    """GLUE average per seed at each budget (lr 1e-4), once every budget stage has written its table."""
     scores = {e: glue_averages(grid.runs / "v2" / f"budget-e{e}" / "comparison.csv") for e in BUDGETS}
-    if any(v is None for v in scores.values()):
-        return None
+    return None if any(v is None for v in scores.values()) else scores
+
+
+def chosen_epochs(scores: dict[int, list[float]]) -> int:
+    """v2 step 1: the smallest budget whose mean is within half a seed-std of the largest budget's."""
     top = scores[BUDGETS[-1]]
     bar = statistics.mean(top) - 0.5 * (statistics.stdev(top) if len(top) > 1 else 0.0)
     return next(e for e in BUDGETS if statistics.mean(scores[e]) >= bar)
 
 
-def chosen_recipe(grid: Grid) -> tuple[float, float] | None:
+def chosen_recipe(grid: Grid) -> tuple[int, float] | None:
     """(epochs, lr) for every later v2 run, written to recipe.json with the numbers behind it."""
-    epochs = chosen_epochs(grid)
-    if epochs is None:
+    scores = budget_scores(grid)
+    if scores is None:
         return None
-    by_lr = {LRS[0]: glue_averages(grid.runs / "v2" / f"budget-e{epochs:g}" / "comparison.csv"),
-             LRS[1]: glue_averages(grid.runs / "v2" / f"lr{LRS[1]:g}-e{epochs:g}" / "comparison.csv")}
+    epochs = chosen_epochs(scores)
+    by_lr = {LRS[0]: scores[epochs], LRS[1]: glue_averages(grid.runs / "v2" / f"lr{LRS[1]:g}-e{epochs}" / "comparison.csv")}
     if by_lr[LRS[1]] is None:
         return None
     lr = max(LRS, key=lambda x: statistics.mean(by_lr[x]))
-    budgets = {e: glue_averages(grid.runs / "v2" / f"budget-e{e}" / "comparison.csv") for e in BUDGETS}
     (grid.out / "recipe.json").write_text(json.dumps({
         "protocol": V2, "epochs": epochs, "lr": lr, "rule": "smallest budget within half a seed-std of the largest; "
-        "then the lr with the higher mean", "glue_average_by_epochs_at_lr_1e-4": budgets,
+        "then the lr with the higher mean", "glue_average_by_epochs_at_lr_1e-4": scores,
         "glue_average_by_lr": {f"{k:g}": v for k, v in by_lr.items()}, "seeds": SELECTION_SEEDS}, indent=1))
     return epochs, lr
 
@@ -154,7 +159,7 @@ def sweep_args(task: str, select_on: str, grid: Grid) -> list[str] | None:
     held = ["--set", "tickets.select_on=heldout", "--set", "data.holdout=0.1"] if select_on == "heldout" else []
     return grid.command("tickets", "find", "--config", "configs/tickets_mini_glue.yaml", "--task", task,
                         "--output-dir", str(grid.runs / "v2" / f"sweep-{select_on}" / task),
-                        "--epochs", f"{recipe[0]:g}", "--lr", f"{recipe[1]:g}", *held,
+                        "--epochs", str(recipe[0]), "--lr", f"{recipe[1]:g}", *held,
                         "--set", "tickets.control_sparsities=[0.1, 0.3, 0.5]",
                         "--set", f"tickets.confirm_seeds={CONFIRM_SEEDS}")
 
@@ -374,6 +379,7 @@ def main() -> None:
     grid.event("grid", "start", argv=sys.argv, machine=machine(), gpu=gpu_name(), stages=[s.name for s in todo])
     status = run_grid(grid, todo, args.workers, start_time + 60 * args.budget_minutes, 60 * args.reserve_minutes)
     mirror(grid.runs, grid.out / "runs")
+    chosen_recipe(grid)  # recipe.json whenever step 1 finished, even if no later stage read it
     grid.event("grid", "end", seconds=round(time.time() - start_time, 1),
                done=sum(v == "done" for v in status.values()), of=len(status))
     write_summary(grid, args.budget_minutes, args.workers)

@@ -107,20 +107,26 @@ def test_gpu_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_slice,
 
 
 @pytest.mark.slow
-def test_gpu_grid_runs_a_stage_and_returns_its_cells_under_out(tiny_model_dir, glue_slice, tmp_path):
-    """One stage on a tiny encoder (the rest of the grid left out): its runs' light files and one
-    cells.jsonl line per finished run come back; a stage whose inputs are not in the grid is skipped."""
+def test_gpu_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_dir, glue_slice, tmp_path):
+    """mini-GLUE v2's step 1 on a tiny encoder (the rest of the grid left out): the budget stages, then
+    the lr stage at the budget they chose; every finished run's light files and one cells.jsonl line
+    come back; a stage whose inputs are not in the grid is skipped."""
     out = tmp_path / "out"
-    done = grid(out, tmp_path / "runs", tiny_model_dir, glue_slice, "--tasks", "rte", "--stages", "v2-budget-e3", "v2-lr",
-                "--budget-minutes", "5", "--workers", "2")
+    step_one = ["v2-budget-e3", "v2-budget-e6", "v2-budget-e10", "v2-lr"]
+    done = grid(out, tmp_path / "runs", tiny_model_dir, glue_slice, "--tasks", "rte", "--stages", *step_one, "v2-compare",
+                "--budget-minutes", "9", "--workers", "3")
     assert done.returncode == 0, done.stderr[-2000:]
     last = {e["stage"]: e for e in events(out)}
-    assert last["v2-budget-e3"]["event"] == "done" and last["v2-budget-e3"]["runs"] == 2
-    assert last["v2-lr"] == {**last["v2-lr"], "event": "skipped", "why": "needs v2-budget-e6, v2-budget-e10"}
+    assert [last[s]["event"] for s in step_one] == ["done"] * 4 and [last[s]["runs"] for s in step_one] == [2] * 4
+    assert last["v2-compare"]["why"] == "needs v2-compare-joint_full, v2-compare-joint_tickets, v2-compare-joint_adaptive"
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["epochs"] in (3, 6, 10) and recipe["lr"] in (1e-4, 5e-5)
+    lr_start = next(e for e in events(out) if e["stage"] == "v2-lr" and e["event"] == "start")
+    assert f"--epochs {recipe['epochs']} --lr 5e-05" in lr_start["command"]
     cells = [json.loads(line) for line in (out / "cells.jsonl").open()]
-    assert sorted(c["seed"] for c in cells) == [1, 2] and all(c["tasks"] == ["rte"] and c["epochs"] == 3 for c in cells)
+    assert sorted((c["epochs"], c["lr"], c["seed"]) for c in cells) == sorted(
+        [(e, 1e-4, s) for e in (3, 6, 10) for s in (1, 2)] + [(recipe["epochs"], 5e-5, s) for s in (1, 2)])
     for cell in cells:
-        assert (out / "runs" / cell["run"] / "results.json").is_file()
+        assert cell["tasks"] == ["rte"] and (out / "runs" / cell["run"] / "results.json").is_file()
         assert not (out / "runs" / cell["run"] / "best").exists()  # weights stay behind
-    assert (out / "runs" / "v2" / "budget-e3" / "comparison.md").is_file()
-    assert (out / "logs" / "v2-budget-e3.log").is_file()
+    assert (out / "runs" / "v2" / "budget-e3" / "comparison.md").is_file() and (out / "logs" / "v2-lr.log").is_file()
