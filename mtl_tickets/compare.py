@@ -28,7 +28,7 @@ from scipy import stats
 from . import registry, rundir
 from .config import Config, single_task
 from .encoders import load_shape
-from .masks import Ticket, TicketSet
+from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import task_score
 from .schema import ConfigError, load_yaml, to_dict
 from .train import train
@@ -133,11 +133,12 @@ def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:
     `tickets find` trains the full model and the best winning ticket with each confirm seed; those are the
     `single_full` and `single_tickets` contenders, so compare reads them instead of training them again.
     """
-    if "scores" not in super_ticket.info:  # not from `tickets find` (imported or hand-made)
+    sweep = sweep_dir(super_ticket)
+    if sweep is None:  # not from `tickets find` (imported or hand-made)
         return None
     wanted = "full" if cell.sharing == "full" or super_ticket.info["kind"] == "full" \
         else f"{super_ticket.info['kind']}-{super_ticket.info['sparsity']:g}"
-    out = Path(super_ticket.info["scores"]).parent / f"{wanted}-s{cell.train.seed}"
+    out = sweep / f"{wanted}-s{cell.train.seed}"
     results = rundir.finished_results(out)
     if results is None:
         return None
@@ -150,6 +151,15 @@ def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:
         log.info("not reusing %s: it trained another ticket", out)
         return None
     return results, out
+
+
+def sweep_dir(ticket: Ticket) -> Path | None:
+    """Where the `tickets find` sweep that found `ticket` keeps its runs, if it came from one."""
+    if SWEEP_DIR in ticket.info:
+        return Path(ticket.info[SWEEP_DIR])
+    if "scores" in ticket.info:  # files written before sweep_dir: its scores.json, relative to the working directory
+        return Path(ticket.info["scores"]).parent
+    return None
 
 
 def tickets_used(contender: str, tasks: list[str], super_tickets: dict[str, Ticket], out: Path, shape) -> dict[str, Ticket]:

@@ -27,7 +27,7 @@ from .encoders import load_shape, load_tokenizer
 from .gates import EncoderShape
 from .importance import Scores, score_units
 from .inference import load_run
-from .masks import Ticket, TicketSet
+from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
 from .schema import ConfigError
@@ -77,6 +77,7 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
         super_tickets[spec.name] = Ticket(ticket.attn_heads, ticket.ffn, {
             "kind": best.kind, "sparsity": best.sparsity, "selected_on": cfg.tickets.select_on,
             "metric": score_name(spec), "seed": cfg.train.seed, "scores": str(task_root / "scores.json"),
+            SWEEP_DIR: str(task_root.resolve()),
             "curve": [c.__dict__ for c in cells], "confirm": confirm})
         write_curve(root, spec.name, super_tickets[spec.name].info)
     if shape is None:
