@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from . import registry, rundir
+from . import rundir
+from .build import trainable_specs
 from .config import Config, single_task
 from .encoders import load_shape
 from .masks import SWEEP_DIR, Ticket, TicketSet
@@ -59,7 +60,7 @@ def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
     """Train (or reuse) every contender with every seed; write comparison.csv and .md; return the rows
     under each selection rule."""
     shape = load_shape(cfg.model.name)
-    tasks = [s.name for s in registry.resolve(cfg.tasks) if s.trainable]
+    tasks = [s.name for s in trainable_specs(cfg)]
     super_tickets = load_super_tickets(cfg, tasks, shape)
     rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
     tables = {selection: [r[selection] for r in rows] for selection in SELECTIONS}

@@ -5,31 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoint, registry
+from .build import attach_sharing, build_model, load_tickets, trainable_specs
 from .config import Config, load_config
 from .data import load_task
 from .encoders import load_tokenizer
 from .evaluation import evaluate, predict, write_submission
-from .gates import EncoderShape, Gates
-from .masks import TicketSet
+from .gates import Gates
 from .model import MultiTaskModel
 from .schema import ConfigError
-from .sharing import SharingModule
 
 
 def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> tuple[Config, MultiTaskModel]:
     """The run's resolved config and its model with the chosen weights loaded."""
-    from .train import build_model
-
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the --output-dir of a train run")
     overrides = [f"data.glue_dir={glue_dir}"] if glue_dir else []
     cfg = load_config(run_dir / "config.yaml", overrides)
-    specs = [s for s in registry.resolve(cfg.tasks) if s.trainable]
-    model = build_model(cfg, specs)
+    model = build_model(cfg, trainable_specs(cfg))
     if cfg.sharing == "adaptive":
-        tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets
-        start = {n: tickets[n] for n in model.specs}
-        model.add_module("sharing", SharingModule.from_config(start, cfg.adaptive).to(next(model.parameters()).device))
+        attach_sharing(model, load_tickets(run_dir / "tickets.json", model).tickets, cfg)
     if weights == "best":
         path = run_dir / "best" / "model.safetensors"
     else:
@@ -47,8 +41,7 @@ def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Ga
         return {name: model.sharing.hard_gates(name) for name in model.specs}
     if cfg.sharing != "tickets":
         return {}
-    tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets
-    return {name: tickets[name].gates() for name in model.specs}
+    return {name: t.gates() for name, t in load_tickets(run_dir / "tickets.json", model).tickets.items()}
 
 
 def evaluate_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> dict:

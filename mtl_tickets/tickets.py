@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import registry
+from .build import trainable_specs
 from .config import Config, single_task
 from .data import load_task, subsample
 from .encoders import load_shape, load_tokenizer
@@ -62,7 +63,7 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
         raise ConfigError("tickets.select_on: heldout needs data.holdout > 0 (e.g. --set data.holdout=0.1)")
     root = Path(cfg.output_dir)
     super_tickets, shape = {}, None
-    for spec in (s for s in registry.resolve(cfg.tasks) if s.trainable):
+    for spec in trainable_specs(cfg):
         task_root = root / spec.name
         full_run = train(cell_config(cfg, spec.name, task_root / "full-s{seed}"), progress).output_dir
         scores, shape = task_scores(cfg, spec, full_run, task_root / "scores.json", progress)

@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl_tickets.build import build_model
 from mtl_tickets.config import load_config
 from mtl_tickets.masks import TicketSet
 from mtl_tickets.tickets import curve_rows, find_super_tickets
-from mtl_tickets.train import build_model
 
 from .test_cli import cli
 
