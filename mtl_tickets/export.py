@@ -129,18 +129,28 @@ def load_exported(path: str | Path) -> ExportedModel:
     return ExportedModel(model, AutoTokenizer.from_pretrained(path), ticket, meta["task"])
 
 
-def export_run(run_dir: Path, task: str, out_dir: Path, tickets_file: Path | None = None) -> Path:
+def format_export(path: Path) -> str:
+    """One line on an exported folder: the units each layer kept and the encoder-layer parameters."""
+    meta = json.loads((Path(path) / EXPORT_FILE).read_text())
+    heads = "/".join(str(layer["heads"]) for layer in meta["layers"])
+    ffn = "/".join(str(layer["ffn"]) for layer in meta["layers"])
+    return (f"exported {meta['task']} to {path}: heads per layer {heads}, FFN per layer {ffn}, "
+            f"{meta['params']:,} encoder-layer parameters")
+
+
+def export_run(run_dir: str | Path, task: str, out_dir: str | Path, tickets_file: str | Path | None = None) -> Path:
     """Export one task of a finished run through the ticket it trained with (or `tickets_file`)."""
     from .encoders import load_tokenizer
     from .inference import load_run
 
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg, model = load_run(run_dir)
     shape = EncoderShape.of(model.encoder)
     source = tickets_file or (run_dir / "tickets.json" if cfg.sharing == "tickets" else None)
     if source is None:
         ticket = Ticket.full(shape)
     else:
-        tickets = TicketSet.load(source, expect=shape).tickets
+        tickets = TicketSet.load(Path(source), expect=shape).tickets
         if task not in tickets:
             raise ConfigError(f"{source} has no ticket for {task!r}; it has {sorted(tickets)}")
         ticket = tickets[task]

@@ -127,6 +127,21 @@ def overlap(tickets: dict[str, Ticket]) -> dict[str, dict]:
     return out
 
 
+def format_overlap(result: dict[str, dict]) -> str:
+    """`overlap`'s result as two task x task tables (Jaccard, shared units) and, per layer, how many
+    tasks keep each head."""
+    names = result["attn_heads"]["tasks"]
+    lines = []
+    for part, label in (("attn_heads", "heads"), ("ffn", "FFN")):
+        o = result[part]
+        lines += ["", f"{label}: Jaccard (shared units)", " " * 8 + "".join(f"{n:>16}" for n in names)]
+        for i, a in enumerate(names):
+            lines.append(f"{a:8}" + "".join(f"{o['jaccard'][i][j]:>9.2f} ({o['shared'][i][j]:>4})" for j in range(len(names))))
+    lines += ["", "heads: how many tasks keep each head"]
+    lines += [f"  layer {layer:2d}  " + " ".join(str(c) for c in row) for layer, row in enumerate(result["attn_heads"]["tasks_keeping"])]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ ticket sets
 
 
@@ -179,6 +194,24 @@ class TicketSet:
                 f"({ticket_set.encoder}), this encoder has {_describe(expect)}; find tickets for this encoder"
             )
         return ticket_set
+
+
+def format_ticket_set(ticket_set: TicketSet) -> str:
+    """Each ticket as a layer x head map (# kept, . removed) with its FFN share and parameter count."""
+    shape = ticket_set.shape
+    lines = [f"encoder {ticket_set.encoder}: {shape.layers} layers x {shape.heads} heads, FFN {shape.ffn}, "
+             f"FFN granularity {ticket_set.granularity}"]
+    for task, t in ticket_set.tickets.items():
+        total = Ticket.full(shape, t.granularity).kept_params(shape)
+        heads, ffn = t.density()
+        lines += ["", f"{task}: heads kept {heads:.0%}, FFN kept {ffn:.0%}, encoder parameters "
+                  f"{t.kept_params(shape):,} / {total:,} ({t.kept_params(shape) / total:.1%})"
+                  + (f", {t.info['kind']} at sparsity {t.info['sparsity']:g}" if "kind" in t.info else "")]
+        for layer in range(shape.layers):
+            row = "".join("#" if k else "." for k in t.attn_heads[layer])
+            share = t.ffn[layer].mean() if t.ffn.ndim == 2 else float(t.ffn[layer])
+            lines.append(f"  layer {layer:2d}  heads {row}  FFN {share:4.0%}")
+    return "\n".join(lines)
 
 
 def merge(sets: list[tuple[Path, TicketSet]]) -> TicketSet:

@@ -89,6 +89,18 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
     return ticket_set
 
 
+def format_super_tickets(ticket_set: TicketSet) -> str:
+    """One line per task: its super ticket, and the full model and best winning ticket over the confirm seeds."""
+    lines = []
+    for task, t in ticket_set.tickets.items():
+        confirm = t.info["confirm"]
+        named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
+        reruns = "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items())
+        lines.append(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {reruns} "
+                     f"(seeds {confirm['full']['seeds']})")
+    return "\n".join(lines)
+
+
 def score_name(spec: registry.TaskSpec) -> str:
     """What a cell's score is: the task's metric, or the mean of its metrics (MRPC, STS-B)."""
     return spec.metrics[0] if len(spec.metrics) == 1 else f"mean of {' and '.join(spec.metrics)}"

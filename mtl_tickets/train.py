@@ -311,6 +311,19 @@ def summarize(s: Session) -> dict:
     }
 
 
+def format_results(results: dict) -> str:
+    """results.json as a table: each task's dev metrics at the best evaluation and the last, then
+    the GLUE average."""
+    best, last = results["best"], results["last"]
+    lines = [f"{'task':8} {'split':22} {'metric':10} {'best':>8} {'last':>8}"]
+    for task, splits in best["tasks"].items():
+        for split, metrics in splits.items():
+            for metric, value in metrics.items():
+                lines.append(f"{task:8} {split:22} {metric:10} {value:8.2f} {last['tasks'][task][split][metric]:8.2f}")
+    lines.append(f"GLUE average: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
+    return "\n".join(lines)
+
+
 def versions(device: torch.device) -> dict[str, str]:
     import transformers
 
