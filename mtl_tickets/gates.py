@@ -156,12 +156,12 @@ def applied(encoder: nn.Module, gates: Gates | None, observer: Observer | None =
             if gates.attn_heads is not None:
                 module = layer.get_submodule(paths.attn_out)
                 handles.append(module.register_forward_pre_hook(_head_hook(gates.attn_heads, l, observer)))
-            if gates.ffn is not None and gates.ffn.dim() == 2:
+            if gates.ffn is not None:
                 module = layer.get_submodule(paths.ffn_out)
-                handles.append(module.register_forward_pre_hook(_neuron_hook(gates.ffn, l, observer)))
-            elif gates.ffn is not None:
-                module = layer.get_submodule(paths.ffn_out)
-                handles.append(module.register_forward_hook(_ffn_layer_hook(gates.ffn, l, observer)))
+                if gates.ffn.dim() == 2:
+                    handles.append(module.register_forward_pre_hook(_neuron_hook(gates.ffn, l, observer)))
+                else:
+                    handles.append(module.register_forward_hook(_ffn_layer_hook(gates.ffn, l, observer)))
         yield
     finally:
         for handle in handles:
