@@ -98,11 +98,11 @@ def default_model_and_ticket(sparsity: float):
     import numpy as np
 
     from mtl_tickets import registry
+    from mtl_tickets.build import build_model
     from mtl_tickets.config import Config
     from mtl_tickets.gates import EncoderShape
     from mtl_tickets.importance import Scores
     from mtl_tickets.pruning import levels, nested_tickets
-    from mtl_tickets.train import build_model
 
     torch.manual_seed(0)
     model = build_model(Config(), registry.resolve(["rte"]))

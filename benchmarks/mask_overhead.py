@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from common import default_model_and_ticket, random_batch, time_alternating, write_result
 from mtl_tickets import gates as gating
+from mtl_tickets.build import frozen_slices
 from mtl_tickets.config import TrainConfig
 from mtl_tickets.optim import FrozenSlices, build_optimizer
-from mtl_tickets.pruning import owned_slices
 
 
 def main() -> None:
@@ -28,8 +26,7 @@ def main() -> None:
     model, ticket = default_model_and_ticket(0.3)
     gates = ticket.gates()
     optimizer = build_optimizer(model, TrainConfig())
-    owned = owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)
-    slices = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in owned]
+    slices = frozen_slices(model, {"rte": ticket})["rte"]
     batch = random_batch(args.batch_size, args.seq_len, labels=True)
 
     def step(gated: bool, frozen: bool) -> None:

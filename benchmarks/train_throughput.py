@@ -25,7 +25,8 @@ from mtl_tickets import registry
 from mtl_tickets.config import load_config
 from mtl_tickets.data import Encoded
 from mtl_tickets.evaluation import evaluate
-from mtl_tickets.train import build_model, start_session, train_step
+from mtl_tickets.build import build_model
+from mtl_tickets.train import start_session, train_step
 from mtl_tickets.distributed import World
 
 

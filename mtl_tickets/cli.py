@@ -114,22 +114,12 @@ def train(config_file, tasks, overrides, quiet, **flags) -> None:
       mtl-tickets train --task rte --glue-dir ../shared/data/glue --output-dir runs/rte
       mtl-tickets train --config configs/quickstart.yaml --set train.lr=5e-5
     """
-    from .train import train as run_training
+    from .train import format_results, train as run_training
 
     cfg = build_config(config_file, tasks, overrides, **flags)
     result = run_training(cfg, progress=not quiet)
-    print_results(result.results)
+    click.echo(format_results(result.results))
     click.echo(f"run directory: {result.output_dir}")
-
-
-def print_results(results: dict) -> None:
-    best, last = results["best"], results["last"]
-    click.echo(f"{'task':8} {'split':22} {'metric':10} {'best':>8} {'last':>8}")
-    for task, splits in best["tasks"].items():
-        for split, metrics in splits.items():
-            for metric, value in metrics.items():
-                click.echo(f"{task:8} {split:22} {metric:10} {value:8.2f} {last['tasks'][task][split][metric]:8.2f}")
-    click.echo(f"GLUE average: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
 
 
 @main.command()
@@ -144,12 +134,9 @@ def evaluate(run_dir, glue_dir, weights) -> None:
     Example:
       mtl-tickets evaluate runs/rte
     """
-    from .inference import evaluate_run
+    from .inference import evaluate_run, format_evaluation
 
-    results = evaluate_run(Path(run_dir), glue_dir, weights)
-    for task, splits in results.items():
-        for split, metrics in splits.items():
-            click.echo(f"{task:8} {split:22} " + "  ".join(f"{m} {v:.2f}" for m, v in metrics.items()))
+    click.echo(format_evaluation(evaluate_run(Path(run_dir), glue_dir, weights)))
 
 
 @main.command()
@@ -205,7 +192,7 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
       mtl-tickets tickets find --task rte --glue-dir ../shared/data/glue --output-dir runs/tickets
       mtl-tickets tickets find --config configs/tickets_mini_glue.yaml --ffn-granularity layer --sparsity-mode paired
     """
-    from .tickets import find_super_tickets
+    from .tickets import find_super_tickets, format_super_tickets
 
     extra = list(overrides)
     if ffn_granularity:
@@ -215,13 +202,7 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
     if sparsities:
         extra.append(f"tickets.sparsities=[{sparsities}]")
     cfg = build_config(config_file, tasks, tuple(extra), **flags)
-    ticket_set = find_super_tickets(cfg, progress=not quiet)
-    for task, t in ticket_set.tickets.items():
-        confirm = t.info["confirm"]
-        named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
-        line = "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items())
-        seeds = confirm["full"]["seeds"]
-        click.echo(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {line} (seeds {seeds})")
+    click.echo(format_super_tickets(find_super_tickets(cfg, progress=not quiet)))
     click.echo(f"ticket set: {Path(cfg.output_dir) / 'tickets.json'}")
 
 
@@ -235,22 +216,9 @@ def tickets_show(ticket_file) -> None:
     Example:
       mtl-tickets tickets show runs/tickets/tickets.json
     """
-    from .masks import Ticket, TicketSet
+    from .masks import TicketSet, format_ticket_set
 
-    ticket_set = TicketSet.load(Path(ticket_file))
-    shape = ticket_set.shape
-    click.echo(f"encoder {ticket_set.encoder}: {shape.layers} layers x {shape.heads} heads, FFN {shape.ffn}, "
-               f"FFN granularity {ticket_set.granularity}")
-    for task, t in ticket_set.tickets.items():
-        total = Ticket.full(shape, t.granularity).kept_params(shape)
-        heads, ffn = t.density()
-        click.echo(f"\n{task}: heads kept {heads:.0%}, FFN kept {ffn:.0%}, encoder parameters "
-                   f"{t.kept_params(shape):,} / {total:,} ({t.kept_params(shape) / total:.1%})"
-                   + (f", {t.info['kind']} at sparsity {t.info['sparsity']:g}" if "kind" in t.info else ""))
-        for layer in range(shape.layers):
-            row = "".join("#" if k else "." for k in t.attn_heads[layer])
-            share = t.ffn[layer].mean() if t.ffn.ndim == 2 else float(t.ffn[layer])
-            click.echo(f"  layer {layer:2d}  heads {row}  FFN {share:4.0%}")
+    click.echo(format_ticket_set(TicketSet.load(Path(ticket_file))))
 
 
 @tickets.command("merge")
@@ -306,21 +274,17 @@ def export(run_dir, task, out_dir, tickets_file) -> None:
     """Export a task of a run as a physically pruned model (safetensors, config, tokenizer, ticket).
 
     Heads and FFN neurons the task's ticket removes are sliced out of the weights; load it back with
-    `mtl_tickets.export.load_exported(OUT)`.
+    `mtl_tickets.load_exported(OUT)`.
 
     \b
     Example:
       mtl-tickets export runs/tickets_share --task rte --out exported/rte
     """
-    from .export import export_run, load_exported
+    from .export import export_run, format_export, load_exported
 
     path = export_run(Path(run_dir), task, Path(out_dir), Path(tickets_file) if tickets_file else None)
-    meta = json.loads((path / "export.json").read_text())
-    heads = "/".join(str(layer["heads"]) for layer in meta["layers"])
-    ffn = "/".join(str(layer["ffn"]) for layer in meta["layers"])
     load_exported(path)  # fail here, not in the user's code, if the folder does not load back
-    click.echo(f"exported {task} to {path}: heads per layer {heads}, FFN per layer {ffn}, "
-               f"{meta['params']:,} encoder-layer parameters")
+    click.echo(format_export(path))
 
 
 @main.command("compare")
@@ -368,7 +332,7 @@ def overlap(source, logdir) -> None:
       mtl-tickets overlap runs/tickets/tickets.json --logdir runs/tickets/overlap
       mtl-tickets overlap runs/adaptive && tensorboard --logdir runs/adaptive
     """
-    from .masks import TicketSet, overlap as measure
+    from .masks import TicketSet, format_overlap, overlap as measure
 
     path = Path(source)
     if path.is_dir():
@@ -377,19 +341,8 @@ def overlap(source, logdir) -> None:
             raise ConfigError(f"{path} has no learned_tickets.json or tickets.json; give a ticket file or a ticket run")
         path = found[0]
     ticket_set = TicketSet.load(path)
-    result = measure(ticket_set.tickets)
-    names = list(ticket_set.tickets)
-    click.echo(f"tickets: {path} ({len(names)} tasks)")
-    for part, label in (("attn_heads", "heads"), ("ffn", "FFN")):
-        o = result[part]
-        click.echo(f"\n{label}: Jaccard (shared units)")
-        click.echo(" " * 8 + "".join(f"{n:>16}" for n in names))
-        for i, a in enumerate(names):
-            cells = "".join(f"{o['jaccard'][i][j]:>9.2f} ({o['shared'][i][j]:>4})" for j in range(len(names)))
-            click.echo(f"{a:8}{cells}")
-    click.echo("\nheads: how many tasks keep each head")
-    for layer, row in enumerate(result["attn_heads"]["tasks_keeping"]):
-        click.echo(f"  layer {layer:2d}  " + " ".join(str(c) for c in row))
+    click.echo(f"tickets: {path} ({len(ticket_set.tickets)} tasks)")
+    click.echo(format_overlap(measure(ticket_set.tickets)))
     if logdir:
         from .board import write_overlap_board
 
@@ -406,21 +359,14 @@ def tasks(tag: str | None) -> None:
     Example:
       mtl-tickets tasks --tag glue
     """
-    from .registry import all_tasks
+    from .registry import all_tasks, format_tasks
 
     try:
         specs = all_tasks().values()
     except ConfigError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    click.echo(f"{'task':6} {'kind':15} {'outputs':>7}  {'metrics':18} {'source':34} tags")
-    for s in specs:
-        if tag and tag not in s.tags:
-            continue
-        source = f"tsv {s.tsv.dir}" if s.tsv else ""
-        source += f" hub {s.hub.path}/{s.hub.name}" if s.hub else ""
-        kind = f"via {s.predict_with}" if s.predict_with else s.kind
-        click.echo(f"{s.name:6} {kind:15} {s.num_outputs:7}  {','.join(s.metrics):18} {source.strip():34} {','.join(s.tags)}")
+    click.echo(format_tasks([s for s in specs if not tag or tag in s.tags]))
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from . import registry, rundir
+from . import rundir
+from .build import trainable_specs
 from .config import Config, single_task
 from .encoders import load_shape
-from .masks import Ticket, TicketSet
+from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import task_score
 from .schema import ConfigError, load_yaml, to_dict
 from .train import train
@@ -59,7 +60,7 @@ def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
     """Train (or reuse) every contender with every seed; write comparison.csv and .md; return the rows
     under each selection rule."""
     shape = load_shape(cfg.model.name)
-    tasks = [s.name for s in registry.resolve(cfg.tasks) if s.trainable]
+    tasks = [s.name for s in trainable_specs(cfg)]
     super_tickets = load_super_tickets(cfg, tasks, shape)
     rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
     tables = {selection: [r[selection] for r in rows] for selection in SELECTIONS}
@@ -133,11 +134,12 @@ def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:
     `tickets find` trains the full model and the best winning ticket with each confirm seed; those are the
     `single_full` and `single_tickets` contenders, so compare reads them instead of training them again.
     """
-    if "scores" not in super_ticket.info:  # not from `tickets find` (imported or hand-made)
+    sweep = sweep_dir(super_ticket)
+    if sweep is None:  # not from `tickets find` (imported or hand-made)
         return None
     wanted = "full" if cell.sharing == "full" or super_ticket.info["kind"] == "full" \
         else f"{super_ticket.info['kind']}-{super_ticket.info['sparsity']:g}"
-    out = Path(super_ticket.info["scores"]).parent / f"{wanted}-s{cell.train.seed}"
+    out = sweep / f"{wanted}-s{cell.train.seed}"
     results = rundir.finished_results(out)
     if results is None:
         return None
@@ -150,6 +152,15 @@ def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:
         log.info("not reusing %s: it trained another ticket", out)
         return None
     return results, out
+
+
+def sweep_dir(ticket: Ticket) -> Path | None:
+    """Where the `tickets find` sweep that found `ticket` keeps its runs, if it came from one."""
+    if SWEEP_DIR in ticket.info:
+        return Path(ticket.info[SWEEP_DIR])
+    if "scores" in ticket.info:  # files written before sweep_dir: its scores.json, relative to the working directory
+        return Path(ticket.info["scores"]).parent
+    return None
 
 
 def tickets_used(contender: str, tasks: list[str], super_tickets: dict[str, Ticket], out: Path, shape) -> dict[str, Ticket]:

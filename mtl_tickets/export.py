@@ -24,9 +24,10 @@ from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
 from . import registry
 from .checkpoint import load_weights, save_weights
-from .gates import EncoderShape, encoder_layers, module_paths
+from .gates import EncoderShape, encoder_layers, module_paths, unit_slices
 from .masks import Ticket, TicketSet
 from .model import MultiTaskModel
+from .pruning import layer_neurons
 from .schema import ConfigError
 
 EXPORT_FILE = "export.json"
@@ -74,36 +75,20 @@ def prune_encoder(encoder: nn.Module, ticket: Ticket) -> None:
     """Slice the encoder in place to the units `ticket` keeps (the outputs equal the gated model's)."""
     shape = EncoderShape.of(encoder)
     paths = module_paths(encoder)
-    d = shape.hidden // shape.heads
-    attn_self = paths["attn_out"].rsplit(".", 2)[0] + ".self"
     for l, layer in enumerate(encoder_layers(encoder)):
         heads = np.flatnonzero(ticket.attn_heads[l])
-        silent_heads = heads.size == 0
-        heads = heads if heads.size else np.array([0])
-        cols = torch.as_tensor((heads[:, None] * d + np.arange(d)).ravel())
-        for proj in ("query", "key", "value"):
-            _set(layer, f"{attn_self}.{proj}", _slice_linear(layer.get_submodule(f"{attn_self}.{proj}"), cols, 0))
-        _set(layer, paths["attn_out"], _slice_linear(layer.get_submodule(paths["attn_out"]), cols, 1))
-        if silent_heads:
-            layer.get_submodule(paths["attn_out"]).weight.data.zero_()
-        _prune_ffn(layer, paths, ticket, l, shape)
-
-
-def _prune_ffn(layer: nn.Module, paths: dict[str, str], ticket: Ticket, l: int, shape: EncoderShape) -> None:
-    ffn_in, ffn_out = paths["ffn_act"] + ".dense", paths["ffn_out"]
-    if ticket.ffn.ndim == 2:
-        neurons = np.flatnonzero(ticket.ffn[l])
-    else:
-        neurons = np.arange(shape.ffn) if ticket.ffn[l] else np.array([], dtype=int)
-    silent = neurons.size == 0
-    index = torch.as_tensor(neurons if neurons.size else np.array([0]))
-    _set(layer, ffn_in, _slice_linear(layer.get_submodule(ffn_in), index, 0))
-    _set(layer, ffn_out, _slice_linear(layer.get_submodule(ffn_out), index, 1))
-    if silent:
-        out = layer.get_submodule(ffn_out)
-        out.weight.data.zero_()
-        if ticket.ffn.ndim == 1:  # a masked FFN *layer* drops its output bias too: LayerNorm(attention output)
-            out.bias.data.zero_()
+        neurons = layer_neurons(ticket.ffn, l, shape.ffn)
+        placeholder = np.array([0])  # keeps shapes non-empty; its output weights are zeroed below
+        for path, dim, index in unit_slices(paths, shape, heads if heads.size else placeholder,
+                                            neurons if neurons.size else placeholder):
+            _set(layer, path, _slice_linear(layer.get_submodule(path), torch.as_tensor(index), dim))
+        if not heads.size:
+            layer.get_submodule(paths.attn_out).weight.data.zero_()
+        if not neurons.size:
+            ffn_out = layer.get_submodule(paths.ffn_out)
+            ffn_out.weight.data.zero_()
+            if ticket.ffn.ndim == 1:  # a masked FFN *layer* drops its output bias too: LayerNorm(attention output)
+                ffn_out.bias.data.zero_()
 
 
 def export(model: MultiTaskModel, task: str, ticket: Ticket, tokenizer: PreTrainedTokenizerBase, out_dir: Path, encoder_name: str) -> Path:
@@ -144,18 +129,28 @@ def load_exported(path: str | Path) -> ExportedModel:
     return ExportedModel(model, AutoTokenizer.from_pretrained(path), ticket, meta["task"])
 
 
-def export_run(run_dir: Path, task: str, out_dir: Path, tickets_file: Path | None = None) -> Path:
+def format_export(path: Path) -> str:
+    """One line on an exported folder: the units each layer kept and the encoder-layer parameters."""
+    meta = json.loads((Path(path) / EXPORT_FILE).read_text())
+    heads = "/".join(str(layer["heads"]) for layer in meta["layers"])
+    ffn = "/".join(str(layer["ffn"]) for layer in meta["layers"])
+    return (f"exported {meta['task']} to {path}: heads per layer {heads}, FFN per layer {ffn}, "
+            f"{meta['params']:,} encoder-layer parameters")
+
+
+def export_run(run_dir: str | Path, task: str, out_dir: str | Path, tickets_file: str | Path | None = None) -> Path:
     """Export one task of a finished run through the ticket it trained with (or `tickets_file`)."""
     from .encoders import load_tokenizer
     from .inference import load_run
 
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg, model = load_run(run_dir)
     shape = EncoderShape.of(model.encoder)
     source = tickets_file or (run_dir / "tickets.json" if cfg.sharing == "tickets" else None)
     if source is None:
         ticket = Ticket.full(shape)
     else:
-        tickets = TicketSet.load(source, expect=shape).tickets
+        tickets = TicketSet.load(Path(source), expect=shape).tickets
         if task not in tickets:
             raise ConfigError(f"{source} has no ticket for {task!r}; it has {sorted(tickets)}")
         ticket = tickets[task]

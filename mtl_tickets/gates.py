@@ -5,9 +5,12 @@ submodule's activation by a gate tensor, whatever its origin (a binary ticket, o
 for importance scores, or the sharing module's relaxed gates). DESIGN.md decision 1:
 
 - attention head h of layer l: the input of `attention.output.dense`, viewed (B, T, H, d), times g[l, h]
-- FFN neuron j of layer l: the intermediate activation (B, T, F), times g[l, j]
+- FFN neuron j of layer l: the intermediate activation (B, T, F), the input of `output.dense`, times g[l, j]
 - whole FFN layer l: the output of `output.dense` (B, T, D), times g[l], so a masked layer gives
   `LayerNorm(attention_output)` as in the reference code.
+
+`MODULE_PATHS` lists those Linear layers and the query, key and value projections once per encoder
+family; pruning (the slices a unit owns) and export (slicing them out) read the same table.
 """
 
 from __future__ import annotations
@@ -16,19 +19,50 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-# Where the gated submodules sit, per `config.model_type`; a new encoder family is a row.
-MODULE_PATHS: dict[str, dict[str, str]] = {
-    family: {
-        "layers": "encoder.layer",
-        "attn_out": "attention.output.dense",
-        "ffn_act": "intermediate",
-        "ffn_out": "output.dense",
-    }
-    for family in ("bert", "roberta", "xlm-roberta", "electra", "camembert")
-}
+@dataclass(frozen=True)
+class ModulePaths:
+    """Where an encoder family keeps the Linear layers its units own, relative to one layer.
+
+    Head h owns rows h*d..(h+1)*d of query, key and value (with their biases) and those columns of
+    attn_out; FFN neuron j owns row j of ffn_in (with its bias) and column j of ffn_out. Gates act on
+    what these layers read: a head's on the input of attn_out, a neuron's on the input of ffn_out,
+    a whole FFN layer's on the output of ffn_out.
+    """
+
+    layers: str  # the list of layers, relative to the encoder
+    query: str
+    key: str
+    value: str
+    attn_out: str  # attention output projection
+    ffn_in: str  # FFN intermediate projection
+    ffn_out: str  # FFN output projection
+
+    def layer(self, l: int) -> str:
+        """The path of layer `l` relative to the encoder."""
+        return f"{self.layers}.{l}"
+
+
+BERT_PATHS = ModulePaths(
+    layers="encoder.layer",
+    query="attention.self.query",
+    key="attention.self.key",
+    value="attention.self.value",
+    attn_out="attention.output.dense",
+    ffn_in="intermediate.dense",
+    ffn_out="output.dense",
+)
+
+# The one table of unit paths per `config.model_type` (gates, pruning and export read it); a new
+# encoder family is a row.
+MODULE_PATHS: dict[str, ModulePaths] = {family: BERT_PATHS for family in ("bert", "roberta", "xlm-roberta", "electra", "camembert")}
+
+# One Linear slice that units own: (module path relative to a layer, dim, indices); dim 0 selects
+# output rows and their bias entries, dim 1 input columns.
+LinearSlice = tuple[str, int, np.ndarray]
 
 # Called with (unit kind, layer, gated activation) so importance scores can attach gradient hooks.
 Observer = Callable[[str, int, torch.Tensor], None]
@@ -76,7 +110,7 @@ class Gates:
         )
 
 
-def module_paths(encoder: nn.Module) -> dict[str, str]:
+def module_paths(encoder: nn.Module) -> ModulePaths:
     model_type = encoder.config.model_type
     if model_type not in MODULE_PATHS:
         raise ValueError(
@@ -87,7 +121,16 @@ def module_paths(encoder: nn.Module) -> dict[str, str]:
 
 
 def encoder_layers(encoder: nn.Module) -> list[nn.Module]:
-    return list(encoder.get_submodule(module_paths(encoder)["layers"]))
+    return list(encoder.get_submodule(module_paths(encoder).layers))
+
+
+def unit_slices(paths: ModulePaths, shape: EncoderShape, heads: np.ndarray, neurons: np.ndarray) -> list[LinearSlice]:
+    """The slices of one layer's Linear layers that the given attention heads and FFN neurons own."""
+    d = shape.hidden // shape.heads
+    cols = (np.asarray(heads)[:, None] * d + np.arange(d)).ravel()  # (heads * d,)
+    head_slices = [(paths.query, 0, cols), (paths.key, 0, cols), (paths.value, 0, cols), (paths.attn_out, 1, cols)]
+    neuron_slices = [(paths.ffn_in, 0, neurons), (paths.ffn_out, 1, neurons)]
+    return (head_slices if len(heads) else []) + (neuron_slices if len(neurons) else [])
 
 
 def check_shape(gates: Gates, shape: EncoderShape) -> None:
@@ -111,14 +154,14 @@ def applied(encoder: nn.Module, gates: Gates | None, observer: Observer | None =
     try:
         for l, layer in enumerate(encoder_layers(encoder)):
             if gates.attn_heads is not None:
-                module = layer.get_submodule(paths["attn_out"])
+                module = layer.get_submodule(paths.attn_out)
                 handles.append(module.register_forward_pre_hook(_head_hook(gates.attn_heads, l, observer)))
-            if gates.ffn is not None and gates.ffn.dim() == 2:
-                module = layer.get_submodule(paths["ffn_act"])
-                handles.append(module.register_forward_hook(_output_hook(gates.ffn, l, "ffn", observer)))
-            elif gates.ffn is not None:
-                module = layer.get_submodule(paths["ffn_out"])
-                handles.append(module.register_forward_hook(_output_hook(gates.ffn, l, "ffn", observer)))
+            if gates.ffn is not None:
+                module = layer.get_submodule(paths.ffn_out)
+                if gates.ffn.dim() == 2:
+                    handles.append(module.register_forward_pre_hook(_neuron_hook(gates.ffn, l, observer)))
+                else:
+                    handles.append(module.register_forward_hook(_ffn_layer_hook(gates.ffn, l, observer)))
         yield
     finally:
         for handle in handles:
@@ -137,11 +180,21 @@ def _head_hook(gate: torch.Tensor, layer: int, observer: Observer | None):
     return hook
 
 
-def _output_hook(gate: torch.Tensor, layer: int, kind: str, observer: Observer | None):
-    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        gated = out * gate[layer].to(out.device, out.dtype)  # (B, T, F) per neuron, or (B, T, D) by one scalar
+def _neuron_hook(gate: torch.Tensor, layer: int, observer: Observer | None):
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        gated = args[0] * gate[layer].to(args[0].device, args[0].dtype)  # (B, T, F): the intermediate activation
         if observer is not None:
-            observer(kind, layer, gated)
+            observer("ffn", layer, gated)
+        return (gated, *args[1:])
+
+    return hook
+
+
+def _ffn_layer_hook(gate: torch.Tensor, layer: int, observer: Observer | None):
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        gated = out * gate[layer].to(out.device, out.dtype)  # (B, T, D), by one scalar
+        if observer is not None:
+            observer("ffn", layer, gated)
         return gated
 
     return hook

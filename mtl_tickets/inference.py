@@ -5,31 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoint, registry
+from .build import attach_sharing, build_model, load_tickets, trainable_specs
 from .config import Config, load_config
 from .data import load_task
 from .encoders import load_tokenizer
 from .evaluation import evaluate, predict, write_submission
-from .gates import EncoderShape, Gates
-from .masks import TicketSet
+from .gates import Gates
 from .model import MultiTaskModel
 from .schema import ConfigError
-from .sharing import SharingModule
 
 
-def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> tuple[Config, MultiTaskModel]:
+def load_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "best") -> tuple[Config, MultiTaskModel]:
     """The run's resolved config and its model with the chosen weights loaded."""
-    from .train import build_model
-
+    run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the --output-dir of a train run")
     overrides = [f"data.glue_dir={glue_dir}"] if glue_dir else []
     cfg = load_config(run_dir / "config.yaml", overrides)
-    specs = [s for s in registry.resolve(cfg.tasks) if s.trainable]
-    model = build_model(cfg, specs)
+    model = build_model(cfg, trainable_specs(cfg))
     if cfg.sharing == "adaptive":
-        tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets
-        start = {n: tickets[n] for n in model.specs}
-        model.add_module("sharing", SharingModule.from_config(start, cfg.adaptive).to(next(model.parameters()).device))
+        attach_sharing(model, load_tickets(run_dir / "tickets.json", model).tickets, cfg)
     if weights == "best":
         path = run_dir / "best" / "model.safetensors"
     else:
@@ -47,11 +42,12 @@ def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Ga
         return {name: model.sharing.hard_gates(name) for name in model.specs}
     if cfg.sharing != "tickets":
         return {}
-    tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets
-    return {name: tickets[name].gates() for name in model.specs}
+    return {name: t.gates() for name, t in load_tickets(run_dir / "tickets.json", model).tickets.items()}
 
 
-def evaluate_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> dict:
+def evaluate_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "best") -> dict[str, dict[str, dict[str, float]]]:
+    """Dev metrics of a run's best (or last) weights through its gates: task -> split -> metric -> value."""
+    run_dir = Path(run_dir)
     cfg, model = load_run(run_dir, glue_dir, weights)
     tokenizer = load_tokenizer(cfg.model.name)
     gates = run_gates(cfg, model, run_dir)
@@ -61,12 +57,19 @@ def evaluate_run(run_dir: Path, glue_dir: str | None = None, weights: str = "bes
     }
 
 
-def predict_run(run_dir: Path, out_dir: Path | None = None, glue_dir: str | None = None) -> list[Path]:
+def format_evaluation(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """`evaluate_run`'s metrics, one line per task and dev split."""
+    return "\n".join(f"{task:8} {split:22} " + "  ".join(f"{m} {v:.2f}" for m, v in metrics.items())
+                     for task, splits in results.items() for split, metrics in splits.items())
+
+
+def predict_run(run_dir: str | Path, out_dir: str | Path | None = None, glue_dir: str | None = None) -> list[Path]:
     """GLUE submission files for every task of the run, plus prediction-only sets (AX) it can serve."""
+    run_dir = Path(run_dir)
     cfg, model = load_run(run_dir, glue_dir)
     tokenizer = load_tokenizer(cfg.model.name)
     gates = run_gates(cfg, model, run_dir)
-    out_dir = out_dir or run_dir / "predictions"
+    out_dir = Path(out_dir or run_dir / "predictions")
     borrowers = [s for s in registry.all_tasks().values() if s.predict_with in model.specs]
     written = []
     for spec in [*model.specs.values(), *borrowers]:

@@ -9,12 +9,17 @@ File format (DESIGN.md decision 9), version 1:
      "tickets": {"rte": {"attn_heads": {"0": [0, 1, ...], ...},    # kept heads per layer
                          "ffn": {"0": [0, 5, ...], ...},           # kept neurons per layer (or kept layers)
                          "sparsity": 0.3, "params_kept": 123, "params_total": 456,
+                         "sweep_dir": "rte",                     # where its sweep's runs live (tickets find)
                          "source": {...}}}}                       # scores file, seed, dev curve
+
+`sweep_dir` is written relative to the ticket file, so a sweep folder moved or copied whole still finds
+its runs; in memory it is an absolute path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +32,7 @@ from .schema import ConfigError
 FORMAT = "mtl-tickets/ticket-set"
 VERSION = 1
 Granularity = Literal["layer", "neuron"]
+SWEEP_DIR = "sweep_dir"  # Ticket.info key: the folder of the `tickets find` runs that found the ticket
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +127,21 @@ def overlap(tickets: dict[str, Ticket]) -> dict[str, dict]:
     return out
 
 
+def format_overlap(result: dict[str, dict]) -> str:
+    """`overlap`'s result as two task x task tables (Jaccard, shared units) and, per layer, how many
+    tasks keep each head."""
+    names = result["attn_heads"]["tasks"]
+    lines = []
+    for part, label in (("attn_heads", "heads"), ("ffn", "FFN")):
+        o = result[part]
+        lines += ["", f"{label}: Jaccard (shared units)", " " * 8 + "".join(f"{n:>16}" for n in names)]
+        for i, a in enumerate(names):
+            lines.append(f"{a:8}" + "".join(f"{o['jaccard'][i][j]:>9.2f} ({o['shared'][i][j]:>4})" for j in range(len(names))))
+    lines += ["", "heads: how many tasks keep each head"]
+    lines += [f"  layer {layer:2d}  " + " ".join(str(c) for c in row) for layer, row in enumerate(result["attn_heads"]["tasks_keeping"])]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ ticket sets
 
 
@@ -145,7 +166,7 @@ class TicketSet:
             "version": VERSION,
             "encoder": {"name": self.encoder, **self.shape.__dict__},
             "ffn_granularity": self.granularity,
-            "tickets": {name: _ticket_to_json(t, self.shape) for name, t in self.tickets.items()},
+            "tickets": {name: _ticket_to_json(t, self.shape, path.parent) for name, t in self.tickets.items()},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -175,6 +196,24 @@ class TicketSet:
         return ticket_set
 
 
+def format_ticket_set(ticket_set: TicketSet) -> str:
+    """Each ticket as a layer x head map (# kept, . removed) with its FFN share and parameter count."""
+    shape = ticket_set.shape
+    lines = [f"encoder {ticket_set.encoder}: {shape.layers} layers x {shape.heads} heads, FFN {shape.ffn}, "
+             f"FFN granularity {ticket_set.granularity}"]
+    for task, t in ticket_set.tickets.items():
+        total = Ticket.full(shape, t.granularity).kept_params(shape)
+        heads, ffn = t.density()
+        lines += ["", f"{task}: heads kept {heads:.0%}, FFN kept {ffn:.0%}, encoder parameters "
+                  f"{t.kept_params(shape):,} / {total:,} ({t.kept_params(shape) / total:.1%})"
+                  + (f", {t.info['kind']} at sparsity {t.info['sparsity']:g}" if "kind" in t.info else "")]
+        for layer in range(shape.layers):
+            row = "".join("#" if k else "." for k in t.attn_heads[layer])
+            share = t.ffn[layer].mean() if t.ffn.ndim == 2 else float(t.ffn[layer])
+            lines.append(f"  layer {layer:2d}  heads {row}  FFN {share:4.0%}")
+    return "\n".join(lines)
+
+
 def merge(sets: list[tuple[Path, TicketSet]]) -> TicketSet:
     """One ticket set from several (e.g. one `tickets find` per task); they must fit one encoder and
     name each task once."""
@@ -197,11 +236,14 @@ def _describe(s: EncoderShape) -> str:
     return f"{s.layers} layers x {s.heads} heads, FFN {s.ffn}, hidden {s.hidden}"
 
 
-def _ticket_to_json(t: Ticket, shape: EncoderShape) -> dict:
+def _ticket_to_json(t: Ticket, shape: EncoderShape, folder: Path) -> dict:
     kept = lambda mask: {str(l): np.flatnonzero(row).tolist() for l, row in enumerate(mask)}  # noqa: E731
     ffn = kept(t.ffn) if t.granularity == "neuron" else np.flatnonzero(t.ffn).tolist()
+    info = dict(t.info)
+    if SWEEP_DIR in info:
+        info[SWEEP_DIR] = os.path.relpath(Path(info[SWEEP_DIR]).resolve(), folder.resolve())
     return {"attn_heads": kept(t.attn_heads), "ffn": ffn, "params_kept": t.kept_params(shape),
-            "params_total": Ticket.full(shape, t.granularity).kept_params(shape), **t.info}
+            "params_total": Ticket.full(shape, t.granularity).kept_params(shape), **info}
 
 
 def _from_json(data: dict, path: Path) -> TicketSet:
@@ -225,6 +267,8 @@ def _from_json(data: dict, path: Path) -> TicketSet:
         else:
             ffn = _mask_from_indices(t["ffn"], shape.layers, f"{path}: {name}.ffn")
         info = {k: v for k, v in t.items() if k not in ("attn_heads", "ffn", "params_kept", "params_total")}
+        if SWEEP_DIR in info:
+            info[SWEEP_DIR] = str((Path(path).parent / info[SWEEP_DIR]).resolve())
         tickets[name] = Ticket(heads, ffn, info)
     return TicketSet(enc.get("name", "unknown"), shape, tickets)
 

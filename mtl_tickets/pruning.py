@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from .gates import EncoderShape
+from .gates import EncoderShape, module_paths, unit_slices
 from .importance import Scores
 from .masks import Ticket, params_of, unit_params
 
@@ -133,30 +133,19 @@ def owned_slices(encoder, keep_heads: np.ndarray, keep_ffn: np.ndarray) -> list[
     layer; a whole FFN layer both dense layers and the output bias. Physical pruning drops exactly
     these slices; a masked optimizer step leaves them untouched.
     """
-    from .gates import EncoderShape, module_paths
-
     shape = EncoderShape.of(encoder)
     paths = module_paths(encoder)
-    d = shape.hidden // shape.heads
-    attn_self = paths["attn_out"].rsplit(".", 2)[0] + ".self"  # attention.output.dense -> attention.self
-    ffn_in = paths["ffn_act"] + ".dense"
     out = []
     for l in range(shape.layers):
-        prefix = f"{paths['layers']}.{l}."
-        heads = np.flatnonzero(~keep_heads[l])
-        if heads.size:
-            cols = (heads[:, None] * d + np.arange(d)).ravel()
-            for proj in ("query", "key", "value"):
-                out += [(f"{prefix}{attn_self}.{proj}.weight", 0, cols), (f"{prefix}{attn_self}.{proj}.bias", 0, cols)]
-            out.append((f"{prefix}{paths['attn_out']}.weight", 1, cols))
-        if keep_ffn.ndim == 2:
-            neurons = np.flatnonzero(~keep_ffn[l])
-            if neurons.size:
-                out += [(f"{prefix}{ffn_in}.weight", 0, neurons), (f"{prefix}{ffn_in}.bias", 0, neurons),
-                        (f"{prefix}{paths['ffn_out']}.weight", 1, neurons)]
-        elif not keep_ffn[l]:
-            every = np.arange(shape.ffn)
-            out += [(f"{prefix}{ffn_in}.weight", 0, every), (f"{prefix}{ffn_in}.bias", 0, every),
-                    (f"{prefix}{paths['ffn_out']}.weight", 1, every),
-                    (f"{prefix}{paths['ffn_out']}.bias", 0, np.arange(shape.hidden))]
+        removed = unit_slices(paths, shape, np.flatnonzero(~keep_heads[l]), layer_neurons(~keep_ffn, l, shape.ffn))
+        for path, dim, index in removed:
+            name = f"{paths.layer(l)}.{path}"
+            out += [(f"{name}.weight", dim, index)] + ([(f"{name}.bias", 0, index)] if dim == 0 else [])
+        if keep_ffn.ndim == 1 and not keep_ffn[l]:
+            out.append((f"{paths.layer(l)}.{paths.ffn_out}.bias", 0, np.arange(shape.hidden)))
     return out
+
+
+def layer_neurons(keep_ffn: np.ndarray, l: int, ffn: int) -> np.ndarray:
+    """The FFN neurons of layer `l` that a mask selects, per neuron (L, F) or per whole layer (L,)."""
+    return np.flatnonzero(keep_ffn[l]) if keep_ffn.ndim == 2 else np.arange(ffn if keep_ffn[l] else 0)

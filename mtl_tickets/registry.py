@@ -157,3 +157,14 @@ def resolve(names: list[str]) -> list[TaskSpec]:
             raise ConfigError(f"unknown task {name!r}{closest(name, tasks)}; `mtl-tickets tasks` lists them")
         out.extend(tagged)
     return list({t.name: t for t in out}.values())
+
+
+def format_tasks(specs: list[TaskSpec]) -> str:
+    """A table of task specs: kind, outputs, metrics, where the data comes from, tags."""
+    lines = [f"{'task':6} {'kind':15} {'outputs':>7}  {'metrics':18} {'source':34} tags"]
+    for s in specs:
+        source = f"tsv {s.tsv.dir}" if s.tsv else ""
+        source += f" hub {s.hub.path}/{s.hub.name}" if s.hub else ""
+        kind = f"via {s.predict_with}" if s.predict_with else s.kind
+        lines.append(f"{s.name:6} {kind:15} {s.num_outputs:7}  {','.join(s.metrics):18} {source.strip():34} {','.join(s.tags)}")
+    return "\n".join(lines)

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from . import registry
+from .build import trainable_specs
 from .config import Config, single_task
 from .data import load_task, subsample
 from .encoders import load_shape, load_tokenizer
 from .gates import EncoderShape
 from .importance import Scores, score_units
 from .inference import load_run
-from .masks import Ticket, TicketSet
+from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
 from .schema import ConfigError
@@ -62,7 +63,7 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
         raise ConfigError("tickets.select_on: heldout needs data.holdout > 0 (e.g. --set data.holdout=0.1)")
     root = Path(cfg.output_dir)
     super_tickets, shape = {}, None
-    for spec in (s for s in registry.resolve(cfg.tasks) if s.trainable):
+    for spec in trainable_specs(cfg):
         task_root = root / spec.name
         full_run = train(cell_config(cfg, spec.name, task_root / "full-s{seed}"), progress).output_dir
         scores, shape = task_scores(cfg, spec, full_run, task_root / "scores.json", progress)
@@ -77,6 +78,7 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
         super_tickets[spec.name] = Ticket(ticket.attn_heads, ticket.ffn, {
             "kind": best.kind, "sparsity": best.sparsity, "selected_on": cfg.tickets.select_on,
             "metric": score_name(spec), "seed": cfg.train.seed, "scores": str(task_root / "scores.json"),
+            SWEEP_DIR: str(task_root.resolve()),
             "curve": [c.__dict__ for c in cells], "confirm": confirm})
         write_curve(root, spec.name, super_tickets[spec.name].info)
     if shape is None:
@@ -85,6 +87,18 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
     ticket_set.save(root / "tickets.json")
     write_board(root, ticket_set)
     return ticket_set
+
+
+def format_super_tickets(ticket_set: TicketSet) -> str:
+    """One line per task: its super ticket, and the full model and best winning ticket over the confirm seeds."""
+    lines = []
+    for task, t in ticket_set.tickets.items():
+        confirm = t.info["confirm"]
+        named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
+        reruns = "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items())
+        lines.append(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {reruns} "
+                     f"(seeds {confirm['full']['seeds']})")
+    return "\n".join(lines)
 
 
 def score_name(spec: registry.TaskSpec) -> str:

@@ -23,18 +23,18 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, distributed, registry, rundir
 from . import gates as gating
+from .build import attach_sharing, build_model, frozen_slices, run_tickets, trainable_specs
 from .config import Config
 from .data import TaskData, TaskStream, load_task
 from .distributed import World
-from .encoders import load_encoder, load_tokenizer
+from .encoders import load_tokenizer
 from .evaluation import evaluate
 from .gates import EncoderShape
 from .logger import JsonlLogger, Loggers, TensorBoardLogger
-from .masks import Ticket, TicketSet
+from .masks import TicketSet
 from .metrics import glue_average, task_score
 from .model import MultiTaskModel
 from .optim import FrozenSlices, build_optimizer, build_scheduler
-from .pruning import owned_slices
 from .samplers import SamplerContext, TaskSampler, build_sampler
 from .schema import ConfigError, closest, to_dict
 from .sharing import SharingModule
@@ -132,7 +132,7 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
 
 def start_session(cfg: Config, world: World, out: Path) -> Session:
     """Data, model, tickets, optimizer and scheduler; then the last checkpoint, if any, on top."""
-    specs = [s for s in registry.resolve(cfg.tasks) if s.trainable]
+    specs = trainable_specs(cfg)
     for name in cfg.data.max_train_examples_per_task:
         if name not in registry.all_tasks():
             raise ConfigError(f"data.max_train_examples_per_task: unknown task {name!r}{closest(name, registry.all_tasks())}")
@@ -144,7 +144,7 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
         checkpoint.check_free_space(out, model)
     tickets = run_tickets(cfg, model, out if world.is_main else None)
     if cfg.sharing == "adaptive":
-        model.add_module("sharing", SharingModule.from_config(tickets, cfg.adaptive).to(world.device))
+        attach_sharing(model, tickets, cfg)
         tickets = {}  # learned gates: nothing fixed to freeze or to apply
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
     names = list(streams)
@@ -153,47 +153,11 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.train.warmup)
     context = SamplerContext(names, [len(streams[n]) for n in names], cfg.train.epochs)
     sampler = build_sampler(cfg.train.sampler, context, cfg.train.sampler_options)
-    frozen = frozen_slices(model, tickets, world.device) if cfg.train.masked_updates == "freeze" else {}
+    frozen = frozen_slices(model, tickets) if cfg.train.masked_updates == "freeze" else {}
     state = resume_or_start(out, model, optimizer, scheduler, streams, sampler)
     loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl")) if world.is_main else Loggers()
     gates = {name: t.gates() for name, t in tickets.items()}
     return Session(cfg, world, out, data, model, gates, frozen, streams, plan, optimizer, scheduler, sampler, state, loggers)
-
-
-def build_model(cfg: Config, specs: list[registry.TaskSpec], device: torch.device | None = None) -> MultiTaskModel:
-    """The pre-trained encoder and freshly initialised task heads: the same for the same seed, so
-    building it again is rewinding (DESIGN.md decision 5)."""
-    encoder = load_encoder(cfg.model.name, cfg.model.dropout)
-    model = MultiTaskModel(encoder, specs, cfg.model.pooling, cfg.model.head_dropout)
-    model.reset_task_heads(cfg.train.seed)
-    return model.to(device or default_device())
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def run_tickets(cfg: Config, model: MultiTaskModel, out: Path | None) -> dict[str, Ticket]:
-    """Each task's ticket (sharing `tickets`, or the start of `adaptive`), checked against the encoder;
-    a copy is kept in `out`."""
-    if cfg.sharing == "full":
-        return {}
-    ticket_set = TicketSet.load(Path(cfg.tickets_file), expect=EncoderShape.of(model.encoder))
-    missing = [name for name in model.specs if name not in ticket_set.tickets]
-    if missing:
-        raise ConfigError(f"{cfg.tickets_file} has no ticket for {missing}; it has {sorted(ticket_set.tickets)}")
-    if out is not None and Path(cfg.tickets_file).resolve() != (out / "tickets.json").resolve():
-        ticket_set.save(out / "tickets.json")
-    return {name: ticket_set.tickets[name] for name in model.specs}
-
-
-def frozen_slices(model: MultiTaskModel, tickets: dict[str, Ticket], device: torch.device) -> dict[str, list]:
-    """Per task, the (parameter, dim, index) slices its masked units own, for `FrozenSlices`."""
-    out = {}
-    for name, t in tickets.items():
-        slices = owned_slices(model.encoder, t.attn_heads, t.ffn)
-        out[name] = [(model.encoder.get_parameter(p), dim, torch.as_tensor(i, device=device)) for p, dim, i in slices]
-    return out
 
 
 def train_step(s: Session, task: str) -> float:
@@ -345,6 +309,19 @@ def summarize(s: Session) -> dict:
         "config": to_dict(s.cfg),
         "versions": versions(s.world.device),
     }
+
+
+def format_results(results: dict) -> str:
+    """results.json as a table: each task's dev metrics at the best evaluation and the last, then
+    the GLUE average."""
+    best, last = results["best"], results["last"]
+    lines = [f"{'task':8} {'split':22} {'metric':10} {'best':>8} {'last':>8}"]
+    for task, splits in best["tasks"].items():
+        for split, metrics in splits.items():
+            for metric, value in metrics.items():
+                lines.append(f"{task:8} {split:22} {metric:10} {value:8.2f} {last['tasks'][task][split][metric]:8.2f}")
+    lines.append(f"GLUE average: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
+    return "\n".join(lines)
 
 
 def versions(device: torch.device) -> dict[str, str]:

@@ -74,6 +74,34 @@ def test_pruned_model_is_smaller():
     assert after == ticket.kept_params(shape) + silent and after < before
 
 
+@pytest.mark.parametrize("name, side", [("neuron", 0), ("neuron", 1), ("layer", 0)])
+def test_zeroing_either_side_of_the_slices_units_own_equals_gating_them(name, side, any_encoder):
+    """The rows a unit owns (Q, K, V, FFN in, with biases) and its columns (attention and FFN out) each
+    silence it on their own; a whole FFN layer's rows include the output bias."""
+    from mtl_tickets.pruning import owned_slices
+
+    ticket, batch = TICKETS[name], token_batch()
+    with gating.applied(any_encoder, ticket.gates()):
+        gated = any_encoder(**batch).last_hidden_state
+    with torch.no_grad():
+        for param, dim, index in owned_slices(any_encoder, ticket.attn_heads, ticket.ffn):
+            if dim == side:
+                any_encoder.get_parameter(param).index_fill_(dim, torch.as_tensor(index), 0.0)
+    torch.testing.assert_close(any_encoder(**batch).last_hidden_state, gated, rtol=1e-4, atol=1e-5)
+
+
+def test_pruning_drops_exactly_the_slices_removed_units_own(any_encoder):
+    from mtl_tickets.export import prune_encoder
+    from mtl_tickets.pruning import owned_slices
+
+    ticket = Ticket(np.array([[1, 0, 1, 1], [0, 1, 0, 1]], bool), np.random.default_rng(2).random((2, 37)) > 0.5)
+    before = sum(p.numel() for p in any_encoder.encoder.parameters())
+    owned = sum(index.size * any_encoder.get_parameter(param).shape[1 - dim] if param.endswith("weight") else index.size
+                for param, dim, index in owned_slices(any_encoder, ticket.attn_heads, ticket.ffn))
+    prune_encoder(any_encoder, ticket)
+    assert before - sum(p.numel() for p in any_encoder.encoder.parameters()) == owned
+
+
 def test_export_cli_from_a_ticket_run(tiny_model_dir, glue_slice, tmp_path):
     from mtl_tickets.train import train
 

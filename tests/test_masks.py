@@ -30,6 +30,19 @@ def test_round_trip_keeps_units_and_provenance(tmp_path):
     assert data["tickets"]["rte"]["params_kept"] < data["tickets"]["rte"]["params_total"]
 
 
+def test_sweep_dir_follows_the_ticket_file_when_moved_and_survives_a_merge(tmp_path):
+    sweep = tmp_path / "sweeps" / "rte"
+    found = Ticket(A.attn_heads, A.ffn, {"sweep_dir": str(sweep / "rte")})
+    TicketSet("tiny", SHAPE, {"rte": found}).save(sweep / "tickets.json")
+    assert json.loads((sweep / "tickets.json").read_text())["tickets"]["rte"]["sweep_dir"] == "rte"
+    merged = merge([(sweep / "tickets.json", TicketSet.load(sweep / "tickets.json"))])
+    merged.save(tmp_path / "elsewhere" / "super.json")
+    assert TicketSet.load(tmp_path / "elsewhere" / "super.json").tickets["rte"].info["sweep_dir"] == str(sweep / "rte")
+    (tmp_path / "sweeps").rename(tmp_path / "moved")
+    moved = TicketSet.load(tmp_path / "moved" / "rte" / "tickets.json").tickets["rte"]
+    assert moved.info["sweep_dir"] == str(tmp_path / "moved" / "rte" / "rte")
+
+
 def test_a_ticket_for_another_shape_is_refused(tmp_path):
     TicketSet("tiny", SHAPE, {"rte": A}).save(tmp_path / "t.json")
     with pytest.raises(ConfigError, match="made for an encoder of 2 layers x 4 heads.*this encoder has 6 layers x 12 heads"):

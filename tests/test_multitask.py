@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from mtl_tickets import registry
 from mtl_tickets.gates import EncoderShape
 from mtl_tickets.masks import Ticket, TicketSet
-from mtl_tickets.train import build_model, train
+from mtl_tickets.build import build_model
+from mtl_tickets.train import train
 
 from .test_train import tiny_config
 

@@ -181,7 +181,7 @@ def test_truncated_checkpoints_and_checkpoints_of_another_model_are_refused(tiny
     cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]")
     out = train(cfg, progress=False).output_dir
     latest = checkpoint.latest(out / "checkpoints")
-    from mtl_tickets.train import build_model
+    from mtl_tickets.build import build_model
 
     for name in ("model.safetensors", "trainer.pt", "state.json"):
         broken = tmp_path / f"broken-{name}"

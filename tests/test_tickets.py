@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl_tickets.build import build_model
 from mtl_tickets.config import load_config
 from mtl_tickets.masks import TicketSet
 from mtl_tickets.tickets import curve_rows, find_super_tickets
-from mtl_tickets.train import build_model
 
 from .test_cli import cli
 
@@ -123,3 +123,13 @@ def test_compare_reads_the_sweeps_runs_instead_of_training_again(tiny_model_dir,
                             "train.lr=2e-4", "compare.seeds=[1]", "compare.contenders=[single_full]")
     compare(other_lr, progress=False)
     assert (tmp_path / "cmp2" / "single_full" / "rte-s1" / "results.json").is_file()
+    old_file = json.loads((sweep / "tickets.json").read_text())  # written before tickets recorded sweep_dir
+    del old_file["tickets"]["rte"]["sweep_dir"]
+    (tmp_path / "old.json").write_text(json.dumps(old_file))
+    compare(sweep_config(tiny_model_dir, glue_slice, tmp_path / "cmp-old", f"tickets_file={tmp_path / 'old.json'}",
+                         "compare.seeds=[1]", "compare.contenders=[single_full]"), progress=False)
+    assert not (tmp_path / "cmp-old" / "single_full").exists()
+    sweep.rename(tmp_path / "moved")  # the ticket file finds the sweep's runs beside it, wherever it is
+    compare(sweep_config(tiny_model_dir, glue_slice, tmp_path / "cmp-moved", f"tickets_file={tmp_path / 'moved' / 'tickets.json'}",
+                         "compare.seeds=[1]", "compare.contenders=[single_full, single_tickets]"), progress=False)
+    assert not (tmp_path / "cmp-moved" / "single_full").exists() and not (tmp_path / "cmp-moved" / "single_tickets").exists()
