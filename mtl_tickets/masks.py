@@ -270,22 +270,22 @@ def _from_json(data: Any, path: Path) -> TicketSet:
         raise ConfigError(f"{path}: not an mtl-tickets ticket file (format {found!r})")
     if data.get("version") != VERSION:
         raise ConfigError(f"{path}: ticket file version {data.get('version')} is not supported (expected {VERSION})")
-    file = from_dict(TicketFile, data, str(path))
-    shape = file.encoder.shape
-    tickets = {name: _ticket_from_record(r, file.ffn_granularity, shape, f"{path}: tickets.{name}") for name, r in file.tickets.items()}
-    return TicketSet(file.encoder.name, shape, tickets)
+    parsed = from_dict(TicketFile, data, str(path))
+    shape = parsed.encoder.shape
+    tickets = {name: _ticket_from_record(r, parsed.ffn_granularity, shape, f"{path}: tickets.{name}") for name, r in parsed.tickets.items()}
+    return TicketSet(parsed.encoder.name, shape, tickets)
 
 
 def _ticket_from_record(record: TicketRecord, granularity: Granularity, shape: EncoderShape, where: str) -> Ticket:
     """The units of one entry as masks, each unit checked against the file's declared shape."""
     heads = _mask_from_lists(record.attn_heads, shape.layers, shape.heads, f"{where}.attn_heads")
-    if granularity == "neuron" and not isinstance(record.ffn, dict):
-        raise ConfigError(f"{where}.ffn: ffn_granularity 'neuron' lists kept neurons per layer, e.g. {{\"0\": [0, 5]}}")
-    if granularity == "layer" and isinstance(record.ffn, dict):
-        raise ConfigError(f"{where}.ffn: ffn_granularity 'layer' lists the kept FFN layers, e.g. [0, 1, 3]")
     if granularity == "neuron":
+        if not isinstance(record.ffn, dict):
+            raise ConfigError(f"{where}.ffn: ffn_granularity 'neuron' lists kept neurons per layer, e.g. {{\"0\": [0, 5]}}")
         ffn = _mask_from_lists(record.ffn, shape.layers, shape.ffn, f"{where}.ffn")
     else:
+        if isinstance(record.ffn, dict):
+            raise ConfigError(f"{where}.ffn: ffn_granularity 'layer' lists the kept FFN layers, e.g. [0, 1, 3]")
         ffn = _mask_from_indices(record.ffn, shape.layers, f"{where}.ffn")
     info = {key: getattr(record, key) for key in PROVENANCE if getattr(record, key) is not None}
     return Ticket(heads, ffn, info)

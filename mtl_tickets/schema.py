@@ -105,7 +105,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {_quote(value)}")
         item = args[0] if args else Any
-        converted = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if item in (int, str) and all(type(v) is item for v in value):  # fast: a ticket lists thousands of units
+            converted = list(value)
+        else:
+            converted = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(converted) if origin is tuple else converted
     if origin is dict:
         if not isinstance(value, dict):

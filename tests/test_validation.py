@@ -47,7 +47,7 @@ DAMAGES = {  # what a hand-edited or foreign ticket file gets wrong -> what the 
     "head out of range": (lambda d: d["tickets"]["rte"]["attn_heads"]["1"].append(4), r"attn_heads\[1\]: index 4 is out of range \[0, 4\)"),
     "layer out of range": (lambda d: d["tickets"]["rte"]["ffn"].update({"2": [0]}), r"ffn: layer '2' is out of range \[0, 2\)"),
     "neuron out of range": (lambda d: d["tickets"]["rte"]["ffn"]["0"].append(5), r"ffn\[0\]: index 5 is out of range \[0, 5\)"),
-    "ffn of the other granularity": (lambda d: d["tickets"]["rte"].update(ffn=[0, 1]), "ffn_granularity 'neuron' lists kept neurons per layer"),
+    "ffn of the other granularity": (lambda d: d["tickets"]["rte"].update(ffn=[0, 1]), "'neuron' lists kept neurons per layer"),
     "shape not positive": (lambda d: d["encoder"].update(heads=0), "must be positive"),
     "not a ticket file": (lambda d: d.update(format="something-else"), "not an mtl-tickets ticket file"),
 }
@@ -142,6 +142,10 @@ def test_the_validate_command_gives_one_line_per_bad_file_and_exit_2(tmp_path):
         files.append(folder / "bad.yaml")
         files[-1].write_text(as_yaml(overrides))
         messages.append(message)
+    (tmp_path / "tasks").mkdir()
+    files.append(tmp_path / "tasks" / "mine.yaml")  # a tasks folder holds task declarations
+    files[-1].write_text("mytask:\n  labels: [a, b]\n  metric: [accuracy]\n  tsv: {dir: X, text: [s]}\n")
+    messages.append("mytask: unknown key 'metric' (did you mean 'metrics'?)")
     result = cli("validate", *files)
     assert result.returncode == 2 and result.stdout == ""
     errors = result.stderr.splitlines()
