@@ -351,6 +351,33 @@ def overlap(source, logdir) -> None:
 
 
 @main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting of every run config.")
+def validate(files, overrides) -> None:
+    """Check run configs and task files without loading data or a model, one line per file.
+
+    A run config gets the checks every recipe runs first (keys, types, ranges, tasks, sampler,
+    ticket file); a file in a tasks folder (tasks/, $MTL_TICKETS_TASKS) is read as task
+    declarations. Exits 2 if any file fails.
+
+    \b
+    Example:
+      mtl-tickets validate configs/*.yaml tasks/*.yaml
+    """
+    from .validation import validate_file
+
+    failed = False
+    for file in files:
+        try:
+            click.echo(f"{file}: OK ({validate_file(Path(file), list(overrides))})")
+        except ConfigError as err:
+            click.echo(f"error: {err}", err=True)
+            failed = True
+    if failed:
+        sys.exit(2)
+
+
+@main.command()
 @click.option("--tag", help="Only tasks with this tag.")
 def tasks(tag: str | None) -> None:
     """List the registered tasks (tasks/*.yaml and Python plug-ins).

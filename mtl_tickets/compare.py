@@ -33,6 +33,7 @@ from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import task_score
 from .schema import ConfigError, load_yaml, to_dict
 from .train import train
+from .validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +60,24 @@ class Row:
 def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
     """Train (or reuse) every contender with every seed; write comparison.csv and .md; return the rows
     under each selection rule."""
+    validate(cfg)
     shape = load_shape(cfg.model.name)
     tasks = [s.name for s in trainable_specs(cfg)]
-    super_tickets = load_super_tickets(cfg, tasks, shape)
+    super_tickets = load_super_tickets(cfg, shape)
     rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
     tables = {selection: [r[selection] for r in rows] for selection in SELECTIONS}
     write_table(Path(cfg.output_dir), tables, tasks)
     return tables
 
 
-def load_super_tickets(cfg: Config, tasks: list[str], shape) -> dict[str, Ticket]:
+def load_super_tickets(cfg: Config, shape) -> dict[str, Ticket]:
     """Every task's super ticket; none are needed when only full-encoder contenders run."""
     if all(SHARING[c] == "full" for c in cfg.compare.contenders) and not cfg.tickets_file:
         return {}
     if not cfg.tickets_file:
         raise ConfigError("compare needs tickets_file: the super tickets (`mtl-tickets tickets find`, "
                           "`mtl-tickets tickets merge` for per-task sweeps)")
-    tickets = TicketSet.load(Path(cfg.tickets_file), expect=shape).tickets
-    missing = [t for t in tasks if t not in tickets]
-    if missing:
-        raise ConfigError(f"{cfg.tickets_file} has no ticket for {', '.join(missing)} (it has {', '.join(tickets)}); "
-                          "find them with `mtl-tickets tickets find` and join the files with `mtl-tickets tickets merge`")
-    return tickets
+    return TicketSet.load(Path(cfg.tickets_file), expect=shape).tickets  # every task has one: validate() checked
 
 
 def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: dict[str, Ticket], shape,

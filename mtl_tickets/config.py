@@ -139,6 +139,8 @@ class TicketsConfig:
             raise ValueError("sparsity_mode 'paired' removes whole FFN layers: set ffn_granularity: layer")
         if self.min_heads_per_layer < 0:
             raise ValueError(f"min_heads_per_layer must be >= 0, got {self.min_heads_per_layer}")
+        if len(set(self.confirm_seeds)) < len(self.confirm_seeds):
+            raise ValueError(f"confirm_seeds repeats a seed: {self.confirm_seeds}; list each seed once")
 
 
 @dataclass
@@ -169,6 +171,8 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if not self.seeds or not self.contenders:
             raise ValueError("compare needs at least one seed and one contender")
+        if len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds repeats a seed: {self.seeds}; list each seed once")
 
 
 @dataclass

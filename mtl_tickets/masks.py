@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .gates import EncoderShape, Gates
-from .schema import ConfigError
+from .schema import ConfigError, from_dict, to_dict
 
 FORMAT = "mtl-tickets/ticket-set"
 VERSION = 1
@@ -175,19 +175,15 @@ class TicketSet:
 
     @classmethod
     def load(cls, path: Path, expect: EncoderShape | None = None) -> TicketSet:
-        """Read a ticket file; with `expect`, refuse tickets made for another encoder shape."""
+        """Read a ticket file, checked by the same schema checker as configs; with `expect`, refuse
+        tickets made for another encoder shape."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: ticket file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not a readable ticket file ({err}); was it truncated?") from None
-        try:
-            ticket_set = _from_json(data, path)
-        except (KeyError, TypeError, AttributeError, ValueError) as err:
-            if isinstance(err, ConfigError):
-                raise
-            raise ConfigError(f"{path}: malformed ticket file (missing or wrong {err})") from None
+        ticket_set = _from_json(data, path)
         if expect is not None and ticket_set.shape != expect:
             raise ConfigError(
                 f"{path}: tickets were made for an encoder of {_describe(ticket_set.shape)} "
@@ -236,41 +232,109 @@ def _describe(s: EncoderShape) -> str:
     return f"{s.layers} layers x {s.heads} heads, FFN {s.ffn}, hidden {s.hidden}"
 
 
+# ------------------------------------------------------------------------------------ file schema
+
+
+@dataclass(frozen=True)
+class EncoderRecord(EncoderShape):
+    """A ticket file's `encoder`: the shape its tickets fit, and the encoder's name."""
+
+    name: str = "unknown"
+
+    def __post_init__(self) -> None:
+        sizes = [self.layers, self.heads, self.ffn, self.hidden]
+        if min(sizes) < 1:
+            raise ValueError(f"layers, heads, ffn and hidden must be positive, got {sizes}")
+
+    @property
+    def shape(self) -> EncoderShape:
+        return EncoderShape(self.layers, self.heads, self.ffn, self.hidden)
+
+
+@dataclass(frozen=True)
+class TicketRecord:
+    """One task's entry in a ticket file: its kept units, their parameter count, and provenance (the
+    remaining fields, a `Ticket`'s info). A new kind of provenance is a new field here."""
+
+    attn_heads: dict[str, list[int]]  # layer -> kept heads
+    ffn: dict[str, list[int]] | list[int]  # layer -> kept neurons (`neuron` granularity), or kept layers (`layer`)
+    params_kept: int | None = None  # for readers of the file; loading recomputes it from the units
+    params_total: int | None = None
+    kind: Literal["full", "winning", "random", "losing", "adaptive"] | None = None
+    sparsity: float | None = None
+    heads_removed: int | None = None  # units removed at this sparsity (pruning.nested_tickets)
+    ffn_removed: int | None = None
+    selected_on: Literal["dev", "heldout"] | None = None  # a super ticket's selection split, metric, seed
+    metric: str | None = None
+    seed: int | None = None
+    scores: str | None = None  # the importance scores file
+    curve: list[dict[str, Any]] | None = None  # the phase-transition cells
+    confirm: dict[str, dict[str, Any]] | None = None  # the seed reruns of the full model and best winning ticket
+    source: dict[str, Any] | None = None  # where an imported ticket came from
+    sweep_dir: str | None = None  # the `tickets find` runs that found it, relative to the ticket file
+
+    def __post_init__(self) -> None:
+        for key in ("params_kept", "params_total", "heads_removed", "ffn_removed"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.sparsity is not None and not 0 <= self.sparsity < 1:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+
+
+UNIT_FIELDS = ("attn_heads", "ffn", "params_kept", "params_total")
+PROVENANCE = tuple(f.name for f in fields(TicketRecord) if f.name not in UNIT_FIELDS)
+
+
+@dataclass(frozen=True)
+class TicketFile:
+    """A ticket file as written (format version 1, DESIGN.md decision 9)."""
+
+    format: str
+    version: int
+    encoder: EncoderRecord
+    ffn_granularity: Granularity
+    tickets: dict[str, TicketRecord]
+
+
 def _ticket_to_json(t: Ticket, shape: EncoderShape, folder: Path) -> dict:
+    """A ticket's file entry, built through `TicketRecord` so that nothing is written that loading refuses."""
     kept = lambda mask: {str(l): np.flatnonzero(row).tolist() for l, row in enumerate(mask)}  # noqa: E731
     ffn = kept(t.ffn) if t.granularity == "neuron" else np.flatnonzero(t.ffn).tolist()
     info = dict(t.info)
     if SWEEP_DIR in info:
         info[SWEEP_DIR] = os.path.relpath(Path(info[SWEEP_DIR]).resolve(), folder.resolve())
-    return {"attn_heads": kept(t.attn_heads), "ffn": ffn, "params_kept": t.kept_params(shape),
-            "params_total": Ticket.full(shape, t.granularity).kept_params(shape), **info}
+    record = TicketRecord(kept(t.attn_heads), ffn, t.kept_params(shape), Ticket.full(shape, t.granularity).kept_params(shape), **info)
+    return {key: value for key, value in to_dict(record).items() if value is not None}
 
 
-def _from_json(data: dict, path: Path) -> TicketSet:
-    if data.get("format") != FORMAT:
-        raise ConfigError(f"{path}: not an mtl-tickets ticket file (format {data.get('format')!r})")
+def _from_json(data: Any, path: Path) -> TicketSet:
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != FORMAT:
+        raise ConfigError(f"{path}: not an mtl-tickets ticket file (format {found!r})")
     if data.get("version") != VERSION:
         raise ConfigError(f"{path}: ticket file version {data.get('version')} is not supported (expected {VERSION})")
-    enc = data["encoder"]
-    sizes = [enc[k] for k in ("layers", "heads", "ffn", "hidden")]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
-        raise ConfigError(f"{path}: encoder layers, heads, ffn and hidden must be positive integers, got {sizes}")
-    shape = EncoderShape(*sizes)
-    granularity = data["ffn_granularity"]
-    if granularity not in ("layer", "neuron"):
-        raise ConfigError(f"{path}: ffn_granularity must be 'layer' or 'neuron', got {granularity!r}")
-    tickets = {}
-    for name, t in data["tickets"].items():
-        heads = _mask_from_lists(t["attn_heads"], shape.layers, shape.heads, f"{path}: {name}.attn_heads")
-        if granularity == "neuron":
-            ffn = _mask_from_lists(t["ffn"], shape.layers, shape.ffn, f"{path}: {name}.ffn")
-        else:
-            ffn = _mask_from_indices(t["ffn"], shape.layers, f"{path}: {name}.ffn")
-        info = {k: v for k, v in t.items() if k not in ("attn_heads", "ffn", "params_kept", "params_total")}
-        if SWEEP_DIR in info:
-            info[SWEEP_DIR] = str((Path(path).parent / info[SWEEP_DIR]).resolve())
-        tickets[name] = Ticket(heads, ffn, info)
-    return TicketSet(enc.get("name", "unknown"), shape, tickets)
+    parsed = from_dict(TicketFile, data, str(path))
+    shape = parsed.encoder.shape
+    tickets = {name: _ticket_from_record(r, parsed.ffn_granularity, shape, Path(path).parent, f"{path}: tickets.{name}")
+               for name, r in parsed.tickets.items()}
+    return TicketSet(parsed.encoder.name, shape, tickets)
+
+
+def _ticket_from_record(record: TicketRecord, granularity: Granularity, shape: EncoderShape, folder: Path, where: str) -> Ticket:
+    """The units of one entry as masks, each unit checked against the file's declared shape."""
+    heads = _mask_from_lists(record.attn_heads, shape.layers, shape.heads, f"{where}.attn_heads")
+    if granularity == "neuron":
+        if not isinstance(record.ffn, dict):
+            raise ConfigError(f"{where}.ffn: ffn_granularity 'neuron' lists kept neurons per layer, e.g. {{\"0\": [0, 5]}}")
+        ffn = _mask_from_lists(record.ffn, shape.layers, shape.ffn, f"{where}.ffn")
+    else:
+        if isinstance(record.ffn, dict):
+            raise ConfigError(f"{where}.ffn: ffn_granularity 'layer' lists the kept FFN layers, e.g. [0, 1, 3]")
+        ffn = _mask_from_indices(record.ffn, shape.layers, f"{where}.ffn")
+    info = {key: getattr(record, key) for key in PROVENANCE if getattr(record, key) is not None}
+    if SWEEP_DIR in info:
+        info[SWEEP_DIR] = str((folder / info[SWEEP_DIR]).resolve())
+    return Ticket(heads, ffn, info)
 
 
 def _mask_from_indices(indices, size: int, where: str) -> np.ndarray:

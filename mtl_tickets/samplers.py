@@ -110,8 +110,10 @@ class Temperature(RandomSampler):
         super().__init__(ctx)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if cap is not None and cap <= 0:
+            raise ValueError(f"cap must be > 0 (leave it out for no cap), got {cap}")
         sizes = np.asarray(ctx.batches, dtype=float)
-        self.p = _normalise(np.minimum(sizes, cap if cap else np.inf) ** (1 / temperature))
+        self.p = _normalise(np.minimum(sizes, cap or np.inf) ** (1 / temperature))
 
     def probabilities(self, step: int) -> np.ndarray:
         return self.p
@@ -161,6 +163,10 @@ class LossRatio(RandomSampler):
 
     def __init__(self, ctx: SamplerContext, temperature: float = 1.0, smoothing: float = 0.9):
         super().__init__(ctx)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
         self.temperature, self.smoothing = temperature, smoothing
         self.first: list[float | None] = [None] * len(ctx.names)
         self.average: list[float | None] = [None] * len(ctx.names)
@@ -190,7 +196,7 @@ def build_sampler(name: str, ctx: SamplerContext, options: dict[str, float] | No
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "ctx")]
     for key in options or {}:
         if key not in allowed:
-            raise ConfigError(f"sampler {name!r} has no option {key!r}" + (f"; it takes {allowed}" if allowed else "; it takes none"))
+            raise ConfigError(f"sampler {name!r} has no option {key!r}" + (closest(key, allowed) if allowed else "; it takes none"))
     try:
         return cls(ctx, **(options or {}))
     except ValueError as err:

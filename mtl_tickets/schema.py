@@ -53,7 +53,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
         where: what to name in errors, e.g. "configs/quick.yaml: train".
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {_quote(data)}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -61,10 +61,12 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
         if key not in fields:
             raise ConfigError(f"{where}: unknown key {key!r}{closest(str(key), fields)}")
         kwargs[key] = _convert(hints[key], value, _join(where, key))
+    required = (f.name for f in fields.values() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    missing = [name for name in required if name not in kwargs]
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
     try:
         return cls(**kwargs)
-    except TypeError as err:  # a required field is missing
-        raise ConfigError(f"{where}: {err}") from None
     except ValueError as err:
         if isinstance(err, ConfigError):
             raise
@@ -83,13 +85,16 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors = {}
         for option in (a for a in args if a is not type(None)):
             try:
                 return _convert(option, value, where)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[-1] if len(errors) == 1 else f"{where}: {value!r} is not {_name(hint)}")
+                errors[option] = str(err)
+        # The option of the value's own kind (a mapping for `dict | list`) names the deepest mistake.
+        same_kind = [e for option, e in errors.items() if isinstance(value, _container(option))]
+        explained = same_kind if len(same_kind) == 1 else list(errors.values())
+        raise ConfigError(explained[0] if len(explained) == 1 else f"{where}: {_quote(value)} is not {_name(hint)}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}{closest(str(value), map(str, args))}")
@@ -98,15 +103,31 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return from_dict(hint, value, where)
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_quote(value)}")
         item = args[0] if args else Any
-        converted = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if item in (int, str) and all(type(v) is item for v in value):  # fast: a ticket lists thousands of units
+            converted = list(value)
+        else:
+            converted = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(converted) if origin is tuple else converted
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_quote(value)}")
         return {str(k): _convert(args[1] if args else Any, v, _join(where, k)) for k, v in value.items()}
     return _scalar(hint, value, where)
+
+
+def _container(hint: Any) -> tuple[type, ...]:
+    """The Python types a YAML/JSON value of `hint` arrives as when it is a mapping or a list; () for scalars."""
+    if dataclasses.is_dataclass(hint) or get_origin(hint) is dict:
+        return (dict,)
+    return (list, tuple) if get_origin(hint) in (list, tuple) else ()
+
+
+def _quote(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut short: an error stays one readable line even for a list of 1,536 neurons."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _scalar(hint: type, value: Any, where: str) -> Any:
@@ -121,7 +142,7 @@ def _scalar(hint: type, value: Any, where: str) -> Any:
         return value
     if hint in (str, bool) and isinstance(value, hint):
         return value
-    raise ConfigError(f"{where}: expected {_name(hint)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_name(hint)}, got {_quote(value)}")
 
 
 def _name(hint: Any) -> str:

@@ -31,8 +31,8 @@ from .inference import load_run
 from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
-from .schema import ConfigError
 from .train import train
+from .validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ class Cell:
 
 def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
     """Each task's super ticket, with its phase-transition curve, as one ticket set."""
-    if cfg.tickets.select_on == "heldout" and not cfg.data.holdout:
-        raise ConfigError("tickets.select_on: heldout needs data.holdout > 0 (e.g. --set data.holdout=0.1)")
+    validate(cfg)
     root = Path(cfg.output_dir)
     super_tickets, shape = {}, None
     for spec in trainable_specs(cfg):
@@ -81,8 +80,6 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
             SWEEP_DIR: str(task_root.resolve()),
             "curve": [c.__dict__ for c in cells], "confirm": confirm})
         write_curve(root, spec.name, super_tickets[spec.name].info)
-    if shape is None:
-        raise ConfigError(f"no trainable task in {cfg.tasks}")
     ticket_set = TicketSet(cfg.model.name, shape, super_tickets)
     ticket_set.save(root / "tickets.json")
     write_board(root, ticket_set)

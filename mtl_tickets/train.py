@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, distributed, registry, rundir
+from . import checkpoint, distributed, rundir
 from . import gates as gating
 from .build import attach_sharing, build_model, frozen_slices, run_tickets, trainable_specs
 from .config import Config
@@ -36,8 +36,9 @@ from .metrics import glue_average, task_score
 from .model import MultiTaskModel
 from .optim import FrozenSlices, build_optimizer, build_scheduler
 from .samplers import SamplerContext, TaskSampler, build_sampler
-from .schema import ConfigError, closest, to_dict
+from .schema import to_dict
 from .sharing import SharingModule
+from .validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Session:
 
 def train(cfg: Config, progress: bool = True) -> RunResult:
     """Fine-tune, evaluating on each task's dev sets; a finished run in the directory is returned as is."""
+    validate(cfg)
     world = distributed.init()
     out = rundir.prepare(cfg, write=world.is_main)
     finished = rundir.finished_results(out)
@@ -133,9 +135,6 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
 def start_session(cfg: Config, world: World, out: Path) -> Session:
     """Data, model, tickets, optimizer and scheduler; then the last checkpoint, if any, on top."""
     specs = trainable_specs(cfg)
-    for name in cfg.data.max_train_examples_per_task:
-        if name not in registry.all_tasks():
-            raise ConfigError(f"data.max_train_examples_per_task: unknown task {name!r}{closest(name, registry.all_tasks())}")
     tokenizer = load_tokenizer(cfg.model.name)
     data = {s.name: load_task(s, tokenizer, cfg.data) for s in specs}
     torch.manual_seed(cfg.train.seed)
