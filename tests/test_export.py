@@ -74,6 +74,7 @@ def test_pruned_model_is_smaller():
     assert after == ticket.kept_params(shape) + silent and after < before
 
 
+@pytest.mark.slow
 def test_export_cli_from_a_ticket_run(tiny_model_dir, glue_slice, tmp_path):
     from mtl_tickets.train import train
 
