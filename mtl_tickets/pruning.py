@@ -31,18 +31,12 @@ class Level:
     ffn: int  # FFN units removed (neurons, or whole layers)
 
 
-def reference_head_counts(percents: list[float], layers: int, heads: int, min_heads: int = 1) -> list[int]:
-    """The reference code's `determine_masking_sequence`: int(H*L*p/100), capped at H*L - min*L
-    (the sequence stops at the cap)."""
-    cap = heads * layers - min_heads * layers
-    counts = []
-    for p in percents:
-        n = int(heads * layers * p / 100)
-        if n >= cap:
-            counts.append(cap)
-            break
-        counts.append(n)
-    return counts
+def reference_head_count(percent: float, shape: EncoderShape, min_heads: int = 1) -> int:
+    """Heads the reference code's `determine_masking_sequence` removes at `percent` % (reference §3.1):
+    int(H*L*p/100), capped at H*L - min_heads*L. (Its list of levels stops at the first capped one; a
+    level here is computed on its own, so higher levels still remove more FFN layers.)"""
+    total = shape.layers * shape.heads
+    return min(int(total * percent / 100), total - min_heads * shape.layers)
 
 
 def levels(sparsities: list[float], mode: SparsityMode, shape: EncoderShape, granularity: str, min_heads: int = 1) -> list[Level]:
@@ -61,7 +55,7 @@ def levels(sparsities: list[float], mode: SparsityMode, shape: EncoderShape, gra
             if granularity != "layer":
                 raise ValueError("sparsity_mode 'paired' prunes whole FFN layers: set ffn_granularity to 'layer'")
             k = round(s * 10)
-            out.append(Level(s, min(cap, int(total_heads * k / 10)), min(k, total_ffn)))
+            out.append(Level(s, reference_head_count(10 * k, shape, min_heads), min(k, total_ffn)))
             continue
         fraction = s if mode == "units" else _fraction_for_params(s, shape, granularity)
         out.append(Level(s, min(cap, int(total_heads * fraction)), min(total_ffn, int(total_ffn * fraction))))

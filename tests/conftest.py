@@ -1,8 +1,8 @@
-"""Shared fixtures: tiny randomly initialised encoders (never a download) and small real GLUE slices."""
+"""Shared fixtures: tiny randomly initialised encoders (never a download) and a few real GLUE rows
+shipped in tests/data/glue, so the default tier needs nothing beside the repository."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, ElectraConfig, ElectraModel, RobertaConfig, RobertaModel
 
-GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"  # the real copy (real_data tier)
+FEW_ROWS_GLUE = Path(__file__).resolve().parent / "data" / "glue"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -45,11 +46,15 @@ def token_batch(B: int = 3, T: int = 7, vocab: int = 99) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.fixture(scope="session")
-def glue_dir() -> Path:
-    if not GLUE.is_dir():
-        pytest.skip(f"the shared GLUE copy is not at {GLUE}")
-    return GLUE
+@pytest.fixture
+def glue_dir(request) -> Path:
+    """The real shared GLUE copy; only `real_data` tests may ask for it, so that no other test skips
+    where the copy is absent."""
+    if request.node.get_closest_marker("real_data") is None:
+        pytest.fail("a test using glue_dir (the real GLUE copy) must be marked @pytest.mark.real_data", pytrace=False)
+    if not SHARED_GLUE.is_dir():
+        pytest.skip(f"real_data tier: the real GLUE copy is not at {SHARED_GLUE}")
+    return SHARED_GLUE
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +72,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def glue_slice(tmp_path_factory, glue_dir) -> Path:
-    """The first rows of every real GLUE file (16 data rows for train/test, 24 for dev)."""
-    out = tmp_path_factory.mktemp("glue")
-    for path in glue_dir.glob("*/*.tsv*"):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", newline="") as f:
-            lines = [next(f) for _ in range(25 if "dev" in path.name else 17)]
-        target = out / path.parent.name / path.name.removesuffix(".gz")
-        target.parent.mkdir(exist_ok=True)
-        target.write_text("".join(lines), encoding="utf-8")
+def glue_slice(tmp_path_factory) -> Path:
+    """A copy of tests/data/glue (16 rows of every train and test file, 24 of dev, original layouts),
+    so that a test may write beside the data without touching the repository."""
+    out = tmp_path_factory.mktemp("glue") / "glue"
+    shutil.copytree(FEW_ROWS_GLUE, out)
     return out

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts the command in a subprocess
+
 
 def cli(*args, cwd=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

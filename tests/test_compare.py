@@ -3,6 +3,7 @@
 import csv
 import math
 
+import pytest
 from scipy import stats
 
 from mtl_tickets.compare import Row, paired_table
@@ -11,6 +12,7 @@ from .test_cli import cli
 from .test_multitask import ticket_file
 
 
+@pytest.mark.slow
 def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir, glue_slice, tmp_path):
     tickets = ticket_file(tmp_path / "t.json")
     out = tmp_path / "cmp"
@@ -39,6 +41,7 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
     assert sorted(p.name for p in (out / "joint_full").iterdir()) == runs
 
 
+@pytest.mark.slow
 def test_full_contenders_need_no_tickets_and_a_missing_ticket_is_named(tiny_model_dir, glue_slice, tmp_path):
     common = ["--model", tiny_model_dir, "--glue-dir", glue_slice, "--epochs", "1", "--batch-size", "8",
               "--max-seq-len", "24", "--seeds", "1", "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}"]

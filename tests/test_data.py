@@ -1,4 +1,5 @@
-"""GLUE loading: every local file with the right row counts, clear errors, caching and batching."""
+"""GLUE loading: every file layout, the real files' row counts (real_data tier), clear errors, caching
+and batching."""
 
 import gzip
 
@@ -8,9 +9,11 @@ import torch
 
 from mtl_tickets import registry
 from mtl_tickets.config import DataConfig
-from mtl_tickets.data import TaskStream, collate, eval_batches, load_task, read_split, subsample, train_batches
+from mtl_tickets.data import Encoded, TaskStream, collate, eval_batches, load_task, read_split, subsample, train_batches
 from mtl_tickets.encoders import load_tokenizer
 from mtl_tickets.schema import ConfigError
+
+from .conftest import FEW_ROWS_GLUE
 
 # (task, split, labelled, rows) for every file of the shared copy (its README's table).
 LOCAL_FILES = [
@@ -26,10 +29,9 @@ LOCAL_FILES = [
 ]
 
 
-@pytest.mark.parametrize("task,split,labelled,rows", LOCAL_FILES, ids=lambda v: str(v))
-def test_every_local_glue_file_loads_with_its_row_count(glue_dir, task, split, labelled, rows):
+def check_split(glue, task, split, labelled, rows):
     spec = registry.all_tasks()[task]
-    raw = read_split(spec, glue_dir, split, labelled)
+    raw = read_split(spec, glue, split, labelled)
     assert len(raw.texts) == rows
     assert all(len(t) == len(spec.tsv.text) and all(isinstance(x, str) for x in t) for t in raw.texts[:50])
     if labelled:
@@ -40,14 +42,37 @@ def test_every_local_glue_file_loads_with_its_row_count(glue_dir, task, split, l
             assert raw.labels.min() >= 0 and raw.labels.max() <= 5
 
 
-def test_cola_headerless_files_read_the_sentence_column(glue_dir):
-    raw = read_split(registry.all_tasks()["cola"], glue_dir, "train", True)
+@pytest.mark.parametrize("task,split,labelled,rows", LOCAL_FILES, ids=lambda v: str(v))
+def test_every_glue_layout_loads_from_the_few_rows_copy(glue_slice, task, split, labelled, rows):
+    check_split(glue_slice, task, split, labelled, 24 if split.startswith("dev") else 16)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("task,split,labelled,rows", LOCAL_FILES, ids=lambda v: str(v))
+def test_every_real_glue_file_loads_with_its_row_count(glue_dir, task, split, labelled, rows):
+    check_split(glue_dir, task, split, labelled, rows)
+
+
+@pytest.mark.real_data
+def test_the_few_rows_copy_is_the_head_of_the_real_files(glue_dir):
+    shipped = sorted(FEW_ROWS_GLUE.glob("*/*.tsv*"))
+    assert {p.relative_to(FEW_ROWS_GLUE) for p in shipped} == {p.relative_to(glue_dir) for p in glue_dir.glob("*/*.tsv*")}
+    for path in shipped:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            head = f.read()
+        with opener(glue_dir / path.relative_to(FEW_ROWS_GLUE), "rb") as f:
+            assert f.read(len(head)) == head, path
+
+
+def test_cola_headerless_files_read_the_sentence_column(glue_slice):
+    raw = read_split(registry.all_tasks()["cola"], glue_slice, "train", True)
     assert raw.texts[0] == ("Our friends won't buy this analysis, let alone the next one we propose.",)
     assert raw.labels[0] == 1
 
 
-def test_quotes_are_literal_text(glue_dir):
-    raw = read_split(registry.all_tasks()["mrpc"], glue_dir, "dev", True)
+def test_quotes_are_literal_text(glue_slice):
+    raw = read_split(registry.all_tasks()["mrpc"], glue_slice, "dev", True)
     assert raw.texts[0][1].startswith('" The foodservice')  # no quoting: the quote stays
 
 
@@ -106,11 +131,21 @@ def test_a_per_task_cap_replaces_the_common_one(glue_slice, tiny_model_dir, tmp_
     assert sizes == {"rte": everything, "mrpc": 7, "sst2": 5} and everything > 7
 
 
-def test_subsample_is_fixed_by_seed_and_keeps_file_order(glue_slice, tiny_model_dir, tmp_path):
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    data = load_task(registry.all_tasks()["rte"], tokenizer, DataConfig(glue_dir=str(glue_slice), cache_dir=str(tmp_path)))
-    a, b = subsample(data.train, 5, 0), subsample(data.train, 5, 0)
-    assert np.array_equal(a.ids, b.ids) and len(a) == 5
+def numbered(n: int) -> Encoded:
+    """n examples of 1 to 3 tokens, each token and the label being the example's position in the file."""
+    lengths = np.arange(n) % 3 + 1
+    ids = np.repeat(np.arange(n, dtype=np.int32), lengths)
+    return Encoded(ids, np.zeros(len(ids), np.int8), np.concatenate([[0], np.cumsum(lengths)]), np.arange(n))
+
+
+def test_subsample_is_fixed_by_seed_and_keeps_file_order():
+    data = numbered(40)
+    a, again, other_seed = subsample(data, 5, 0), subsample(data, 5, 0), subsample(data, 5, 1)
+    assert np.array_equal(a.ids, again.ids) and np.array_equal(a.labels, again.labels) and len(a) == 5
+    assert (np.diff(a.labels) > 0).all()  # file order
+    assert all(set(a.ids[a.offsets[i]:a.offsets[i + 1]]) == {p} for i, p in enumerate(a.labels))  # whole examples
+    assert not np.array_equal(other_seed.labels, a.labels)
+    assert subsample(data, 40, 0) is data
 
 
 def test_train_batches_cover_every_example_once_grouped_by_length():
@@ -140,8 +175,6 @@ def test_task_stream_resumes_exactly(glue_slice, tiny_model_dir, tmp_path):
 
 
 def test_collate_pads_dynamically():
-    from mtl_tickets.data import Encoded
-
     data = Encoded(np.arange(1, 10, dtype=np.int32), np.zeros(9, np.int8), np.array([0, 2, 7, 9]), np.array([0, 1, 0]))
     batch = collate(data, np.array([0, 1]))
     assert batch["input_ids"].tolist() == [[1, 2, 0, 0, 0], [3, 4, 5, 6, 7]]

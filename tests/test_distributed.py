@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+pytestmark = pytest.mark.slow  # three processes
 
 
 def args(tiny_model_dir, glue_slice, out):

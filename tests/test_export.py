@@ -102,6 +102,7 @@ def test_pruning_drops_exactly_the_slices_removed_units_own(any_encoder):
     assert before - sum(p.numel() for p in any_encoder.encoder.parameters()) == owned
 
 
+@pytest.mark.slow
 def test_export_cli_from_a_ticket_run(tiny_model_dir, glue_slice, tmp_path):
     from mtl_tickets.train import train
 

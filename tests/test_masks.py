@@ -84,6 +84,7 @@ def test_import_of_the_reference_mask_files(tmp_path):
     assert ts.tickets["mrpc"].attn_heads[0].tolist() == [1, 1, 0, 1]
 
 
+@pytest.mark.slow
 def test_overlap_cli_prints_tables_and_writes_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -6,15 +6,17 @@ import pytest
 from mtl_tickets.gates import EncoderShape
 from mtl_tickets.importance import Scores
 from mtl_tickets.masks import Ticket, params_of
-from mtl_tickets.pruning import head_mask, levels, nested_tickets, reference_head_counts
+from mtl_tickets.pruning import head_mask, levels, nested_tickets, reference_head_count
 
 BASE = EncoderShape(layers=12, heads=12, ffn=3072, hidden=768)
 MINI = EncoderShape(layers=6, heads=12, ffn=1536, hidden=384)
 
 
-def test_reference_head_counts_for_bert_base():
-    counts = reference_head_counts(list(range(5, 101, 5)), 12, 12)
-    assert counts == [7, 14, 21, 28, 36, 43, 50, 57, 64, 72, 79, 86, 93, 100, 108, 115, 122, 129, 132]
+def test_reference_head_counts_for_bert_base_and_large():
+    base = [reference_head_count(p, BASE) for p in range(5, 101, 5)]  # `seq 5 5 100`, reference §3.1
+    assert base == [7, 14, 21, 28, 36, 43, 50, 57, 64, 72, 79, 86, 93, 100, 108, 115, 122, 129, 132, 132]
+    large = EncoderShape(layers=24, heads=16, ffn=4096, hidden=1024)
+    assert [reference_head_count(2.5 * k, large) for k in (1, 2, 3, 4, 5, 6, 14, 40)] == [9, 19, 28, 38, 48, 57, 134, 360]
 
 
 def scores(shape=MINI, granularity="neuron", seed=0):
@@ -62,6 +64,7 @@ def test_random_tickets_depend_on_the_seed_only():
 def test_paired_mode_is_the_reference_pairing():
     grid = levels([0.1, 0.2, 0.8], "paired", BASE, "layer")
     assert [(l.heads, l.ffn) for l in grid] == [(14, 1), (28, 2), (115, 8)]
+    assert levels([0.9], "paired", BASE, "layer", min_heads=2)[0].heads == 144 - 2 * 12  # 129, capped
 
 
 def test_params_mode_hits_the_parameter_target():

@@ -95,6 +95,7 @@ def test_defaults_are_the_protocol_recipe():
     assert cfg.model.pooling == "mean" and cfg.data.max_seq_len == 128
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_the_task_declarations(tmp_path):
     """A non-editable install has no tasks/ beside the package: the wheel must carry it."""
     import subprocess

@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow  # subprocesses killed and restarted
 
 
 def train_cmd(tiny_model_dir, glue_slice, out):
