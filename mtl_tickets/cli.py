@@ -205,7 +205,7 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
       mtl-tickets tickets find --task rte --glue-dir ../shared/data/glue --output-dir runs/tickets
       mtl-tickets tickets find --config configs/tickets_mini_glue.yaml --ffn-granularity layer --sparsity-mode paired
     """
-    from .tickets import find_super_tickets
+    from .tickets import confirm_summary, find_super_tickets
 
     extra = list(overrides)
     if ffn_granularity:
@@ -217,11 +217,7 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
     cfg = build_config(config_file, tasks, tuple(extra), **flags)
     ticket_set = find_super_tickets(cfg, progress=not quiet)
     for task, t in ticket_set.tickets.items():
-        confirm = t.info["confirm"]
-        named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
-        line = "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items())
-        seeds = confirm["full"]["seeds"]
-        click.echo(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {line} (seeds {seeds})")
+        click.echo(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {confirm_summary(t.info)}")
     click.echo(f"ticket set: {Path(cfg.output_dir) / 'tickets.json'}")
 
 

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl_tickets import checkpoint
 from mtl_tickets.config import load_config
 from mtl_tickets.masks import TicketSet
 from mtl_tickets.tickets import curve_rows, find_super_tickets
@@ -57,9 +58,9 @@ def test_sweep_writes_tickets_curves_and_board(tiny_model_dir, glue_slice, tmp_p
 def test_ticket_cells_train_through_their_mask(tiny_model_dir, glue_slice, tmp_path):
     out = tmp_path / "sweep"
     find_super_tickets(sweep_config(tiny_model_dir, glue_slice, out, "tickets.kinds=[losing]",
-                                    "tickets.confirm_seeds=[1]"), progress=False)
+                                    "tickets.confirm_seeds=[1]", "train.keep_checkpoints=true"), progress=False)
     ticket = TicketSet.load(out / "rte" / "tickets" / "losing-0.5.json").tickets["rte"]
-    weights = load_file(str(out / "rte" / "losing-0.5-s1" / "best" / "model.safetensors"))
+    weights = load_file(str(checkpoint.latest(out / "rte" / "losing-0.5-s1" / "checkpoints") / "model.safetensors"))
     cfg = sweep_config(tiny_model_dir, glue_slice, out)
     pretrained = build_model(cfg, []).state_dict()
     layer, head = map(int, next(zip(*(~ticket.attn_heads).nonzero(), strict=True)))
