@@ -65,7 +65,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     try:
         tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for truncated files
-        raise ConfigError(f"{path}: not a readable safetensors file ({err}); delete it to start over") from None
+        raise ConfigError(f"{path}: not a readable safetensors file ({err})") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ConfigError(
@@ -174,8 +174,7 @@ def restore(path: Path, model: nn.Module, optimizer, scheduler) -> TrainState:
 
 def restore_newest(folder: Path, model: nn.Module, optimizer, scheduler) -> tuple[Path, TrainState] | None:
     """Restore the newest intact checkpoint in `folder` (None: there is none yet). A damaged newer one
-    is passed over with a warning naming it and the one used; if every one is damaged, the newest's
-    error is raised."""
+    is passed over with a warning naming it and the one used."""
     errors = {}
     for path in complete(folder):
         try:
@@ -187,5 +186,6 @@ def restore_newest(folder: Path, model: nn.Module, optimizer, scheduler) -> tupl
             log.warning("checkpoint %s is damaged (%s); resuming from %s, the newest intact one", damaged, err, path.name)
         return path, state
     if errors:
-        raise next(iter(errors.values()))
+        raise ConfigError(f"no checkpoint in {folder} can be resumed (the newest: {next(iter(errors.values()))}); "
+                          f"delete {folder} to start over")
     return None

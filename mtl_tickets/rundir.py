@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
-from .config import Config, save_config
+from .config import Config
 from .schema import ConfigError, from_dict, load_yaml, to_dict
 
 try:
@@ -33,8 +33,9 @@ RESUME_NEUTRAL = {
 }
 
 
-def prepare(cfg: Config, write: bool = True) -> Path:
-    """Create (or re-open) the run directory; a different config there is refused, not overwritten."""
+def prepare(cfg: Config) -> Path:
+    """Create (or re-open) the run directory; a different config there is refused, not overwritten
+    (the run writes its own once it holds the directory's lock)."""
     out = Path(cfg.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -51,8 +52,6 @@ def prepare(cfg: Config, write: bool = True) -> Path:
                 f"{out} holds a run with another config ({'; '.join(differences[:3])}); "
                 "rerun with the same settings to resume it, or choose a new --output-dir"
             )
-    if write:
-        save_config(cfg, saved)
     return out
 
 

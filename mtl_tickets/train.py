@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, distributed, registry, rundir
 from . import gates as gating
-from .config import Config
+from .config import Config, save_config
 from .data import TaskData, TaskStream, load_task
 from .distributed import World
 from .encoders import load_encoder, load_tokenizer
@@ -101,11 +101,13 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
     """Fine-tune, evaluating on each task's dev sets; a finished run in the directory is returned as is,
     a run directory another process is training in is refused (rank 0 holds its lock)."""
     world = distributed.init()
-    out = rundir.prepare(cfg, write=world.is_main)
+    out = rundir.prepare(cfg)
     finished = rundir.finished_results(out)
     if finished is not None:
         return RunResult(out, finished)
     with rundir.RunLock(out) if world.is_main else contextlib.nullcontext():
+        if world.is_main:
+            save_config(cfg, out / "config.yaml")  # under the lock: a refused process leaves the live run's as it is
         return train_to_the_end(cfg, world, out, progress)
 
 

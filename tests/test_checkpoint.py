@@ -29,13 +29,14 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tiny_model_dir, glue_
     assert resumed.results["complete"] and resumed.results["history"] == straight.results["history"]
 
 
-def test_when_every_checkpoint_is_damaged_the_newest_ones_error_is_raised(tmp_path):
+def test_when_every_checkpoint_is_damaged_the_error_says_what_to_do(tmp_path):
     model, optimizer, scheduler = tiny_trainer()
     for step in (1, 2):
         checkpoint.save(tmp_path, model, optimizer, scheduler, TrainState(step=step))
         weights = tmp_path / f"step-{step:07d}" / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(ConfigError, match=r"step-0000002/model.safetensors: not a readable safetensors file"):
+    with pytest.raises(ConfigError, match=r"the newest: .*step-0000002/model.safetensors: not a readable safetensors file.*"
+                                          rf"delete {tmp_path} to start over"):
         checkpoint.restore_newest(tmp_path, model, optimizer, scheduler)
 
 
