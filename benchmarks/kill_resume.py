@@ -22,6 +22,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
+from mtl_tickets import checkpoint
+
 from common import write_result
 
 
@@ -50,7 +52,7 @@ def command(model_dir: Path, glue: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "mtl_tickets.cli", "train", "--task", "rte,stsb", "--model", str(model_dir),
             "--glue-dir", str(glue), "--epochs", "3", "--batch-size", "4", "--max-seq-len", "48", "--output-dir", str(out),
             "--quiet", "--set", "train.checkpoint_every=5", "--set", "train.sampler=dynamic",
-            "--set", f"data.cache_dir={out.parent / 'cache'}"]
+            "--set", "train.keep_checkpoints=true", "--set", f"data.cache_dir={out.parent / 'cache'}"]
 
 
 def main() -> None:
@@ -82,7 +84,7 @@ def main() -> None:
                 break
         final = subprocess.run(command(model_dir, glue, killed), env=env, capture_output=True, text=True)
         assert final.returncode == 0, final.stderr[-2000:]
-        weights = [load_file(str(next((d / "checkpoints").glob("step-*")) / "model.safetensors")) for d in (root / "straight", killed)]
+        weights = [load_file(str(checkpoint.latest(d / "checkpoints") / "model.safetensors")) for d in (root / "straight", killed)]
         identical = all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
         results = [json.loads((d / "results.json").read_text()) for d in (root / "straight", killed)]
         same_metrics = results[0]["last"] == results[1]["last"] and results[0]["history"] == results[1]["history"]

@@ -93,6 +93,12 @@ class TrainConfig:
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
     checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)
     log_every: int = 10  # steps between logged training losses
+    # A finished run (results.json) is reused, never resumed: it drops its resumable checkpoints (weights
+    # and Adam state, 3x the weights: 260 MiB with the default encoder) unless this keeps the last ones.
+    keep_checkpoints: bool = False
+    # Write the best evaluation's weights to best/ (evaluate, predict and export read them). The ticket
+    # sweep writes them only for the full model it scores; nothing reads its other cells' weights.
+    save_best: bool = True
 
     def __post_init__(self) -> None:
         checks = {

@@ -31,9 +31,17 @@ def load_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "b
         last = checkpoint.latest(run_dir / "checkpoints")
         path = last / "model.safetensors" if last else run_dir / "missing"
     if not path.is_file():
-        raise ConfigError(f"{run_dir} has no {weights} weights yet ({path}); train it first")
+        raise ConfigError(f"{run_dir} has no {weights} weights ({path}); {missing_weights_hint(cfg, run_dir, weights)}")
     checkpoint.load_weights(model, path)
     return cfg, model.eval()
+
+
+def missing_weights_hint(cfg: Config, run_dir: Path, weights: str) -> str:
+    if weights == "best" and not cfg.train.save_best:
+        return "it ran with train.save_best off (as a ticket sweep's cells other than its scored full model)"
+    if weights == "last" and (run_dir / "results.json").is_file():
+        return "a finished run drops its checkpoints unless train.keep_checkpoints is on; use --weights best"
+    return "train it first"
 
 
 def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates]:

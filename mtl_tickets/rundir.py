@@ -1,25 +1,41 @@
-"""The run directory: created or re-opened safely, its config compared on resume, finished runs reused.
+"""The run directory: created or re-opened safely, its config compared on resume, finished runs reused,
+one training process at a time.
 
 A run directory holds the resolved `config.yaml`, `metrics.jsonl`, `tensorboard/`, `results.json`,
-`best/` weights, resumable `checkpoints/` and, for ticket sharing, its own copy of `tickets.json`.
+`best/` weights, resumable `checkpoints/` (dropped when the run finishes, unless
+`train.keep_checkpoints`), `.lock` and, for ticket sharing, its own copy of `tickets.json`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
-from .config import Config, save_config
+from .config import Config
 from .schema import ConfigError, from_dict, load_yaml, to_dict
 
-# May change between resumes: a step cap, the log interval, and which contenders and seeds a
-# `compare` trains (each of its runs has one seed; adding seeds must not orphan the finished ones).
-RESUME_NEUTRAL = {("train", "max_steps"), ("train", "log_every"), ("compare",)}
+try:
+    import fcntl
+except ImportError:  # Windows: not a target; runs there are simply not guarded against a second process
+    fcntl = None
+
+# May change between resumes, as no number a run reports depends on them: a step cap, the log
+# interval, what is kept on disk; which contenders and seeds a `compare` trains (each of its runs has
+# one seed; adding seeds must not orphan the finished ones); and which cells a ticket sweep trains and
+# how it picks among them. The tickets settings that decide what a cell's ticket is (granularity,
+# sparsity mode, scoring, random seed) are not neutral: a cell's ticket file is written once.
+RESUME_NEUTRAL = {
+    ("train", "max_steps"), ("train", "log_every"), ("train", "keep_checkpoints"), ("train", "save_best"), ("compare",),
+    ("tickets", "confirm_seeds"), ("tickets", "select_on"), ("tickets", "kinds"), ("tickets", "sparsities"),
+    ("tickets", "control_sparsities"),
+}
 
 
-def prepare(cfg: Config, write: bool = True) -> Path:
-    """Create (or re-open) the run directory; a different config there is refused, not overwritten."""
+def prepare(cfg: Config) -> Path:
+    """Create (or re-open) the run directory; a different config there is refused, not overwritten
+    (the run writes its own once it holds the directory's lock)."""
     out = Path(cfg.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -36,8 +52,6 @@ def prepare(cfg: Config, write: bool = True) -> Path:
                 f"{out} holds a run with another config ({'; '.join(differences[:3])}); "
                 "rerun with the same settings to resume it, or choose a new --output-dir"
             )
-    if write:
-        save_config(cfg, saved)
     return out
 
 
@@ -77,3 +91,40 @@ def drop_metrics_after(path: Path, step: int) -> None:
         lines = path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+class RunInUse(ConfigError):
+    """Another live process is training in this run directory."""
+
+
+class RunLock:
+    """An OS lock on `<run dir>/.lock`, held while one process trains there; a second one is refused,
+    naming the first's PID. The kernel releases it when the holder dies, however it dies (SIGKILL
+    included), so a killed run never blocks its own resume."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".lock"
+        self._file = None
+
+    def __enter__(self) -> RunLock:
+        if fcntl is None:
+            return self
+        lock_file = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "unknown"
+            lock_file.close()
+            raise RunInUse(f"{self.path.parent} is in use by another process (PID {holder}); wait for it to "
+                           "finish or stop it (it resumes from its checkpoint), or choose another --output-dir") from None
+        lock_file.truncate(0)
+        lock_file.write(f"{os.getpid()}\n")
+        lock_file.flush()
+        self._file = lock_file
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file releases the lock
+            self._file = None

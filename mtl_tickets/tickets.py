@@ -88,14 +88,8 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
 
 def format_super_tickets(ticket_set: TicketSet) -> str:
     """One line per task: its super ticket, and the full model and best winning ticket over the confirm seeds."""
-    lines = []
-    for task, t in ticket_set.tickets.items():
-        confirm = t.info["confirm"]
-        named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
-        reruns = "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items())
-        lines.append(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {reruns} "
-                     f"(seeds {confirm['full']['seeds']})")
-    return "\n".join(lines)
+    return "\n".join(f"{task:6} super ticket: {t.info['kind']} at sparsity {t.info['sparsity']:g} | {confirm_summary(t.info)}"
+                     for task, t in ticket_set.tickets.items())
 
 
 def score_name(spec: registry.TaskSpec) -> str:
@@ -104,10 +98,13 @@ def score_name(spec: registry.TaskSpec) -> str:
 
 
 def cell_config(cfg: Config, task: str, out_dir: Path, seed: int | None = None, tickets_file: Path | None = None) -> Config:
-    """The single-task run config of one cell (`{seed}` in the folder name is filled in)."""
+    """The single-task run config of one cell (`{seed}` in the folder name is filled in). Only the full
+    model of the grid's seed keeps its best weights: they are scored (`task_scores`); nothing reads the
+    weights of the other cells (compare reads their results), so they keep none."""
     cell = single_task(cfg, task)
     cell.train.seed = cfg.train.seed if seed is None else seed
     cell.output_dir = str(out_dir).format(seed=cell.train.seed)
+    cell.train.save_best = tickets_file is None and cell.train.seed == cfg.train.seed
     if tickets_file is not None:
         cell.sharing, cell.tickets_file = "tickets", str(tickets_file)
     return cell
@@ -163,8 +160,11 @@ def run_cell(cfg: Config, task: str, kind: str, sparsity: float, ticket: Ticket,
 def confirm_with_seeds(cfg: Config, task: str, best_winning: Cell | None, candidates, shape, task_root: Path,
                        progress: bool) -> dict:
     """The full model and the best winning ticket rerun with every confirm seed: whether the winning
-    ticket beats the full model, against seed noise, whichever of them the grid's seed picked."""
+    ticket beats the full model, against seed noise, whichever of them the grid's seed picked. No
+    confirm seeds: no reruns, and nothing to report."""
     out = {}
+    if not cfg.tickets.confirm_seeds:
+        return out
     contenders = {"full": ("full", 0.0)}
     if best_winning is not None:
         contenders["winning"] = ("winning", best_winning.sparsity)
@@ -175,6 +175,15 @@ def confirm_with_seeds(cfg: Config, task: str, best_winning: Cell | None, candid
         out[name] = {"kind": kind, "sparsity": sparsity, "seeds": cfg.tickets.confirm_seeds, "scores": scores,
                      "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0}
     return out
+
+
+def confirm_summary(info: dict) -> str:
+    """One line on a super ticket's seed reruns: each contender's mean ± std, or that there were none."""
+    confirm = info.get("confirm")
+    if not confirm:
+        return "no seed confirmation (tickets.confirm_seeds is empty)"
+    named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
+    return "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items()) + f" (seeds {confirm['full']['seeds']})"
 
 
 def write_curve(root: Path, task: str, info: dict) -> None:

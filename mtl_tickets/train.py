@@ -10,10 +10,12 @@ the same command continues a killed run; `torchrun --nproc-per-node N` runs it d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import platform
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, distributed, rundir
 from . import gates as gating
 from .build import attach_sharing, build_model, frozen_slices, run_tickets, trainable_specs
-from .config import Config
+from .config import Config, save_config
 from .data import TaskData, TaskStream, load_task
 from .distributed import World
 from .encoders import load_tokenizer
@@ -97,13 +99,22 @@ class Session:
 
 
 def train(cfg: Config, progress: bool = True) -> RunResult:
-    """Fine-tune, evaluating on each task's dev sets; a finished run in the directory is returned as is."""
+    """Fine-tune, evaluating on each task's dev sets; a finished run in the directory is returned as is,
+    a run directory another process is training in is refused (rank 0 holds its lock)."""
     validate(cfg)
     world = distributed.init()
-    out = rundir.prepare(cfg, write=world.is_main)
+    out = rundir.prepare(cfg)
     finished = rundir.finished_results(out)
     if finished is not None:
         return RunResult(out, finished)
+    with rundir.RunLock(out) if world.is_main else contextlib.nullcontext():
+        if world.is_main:
+            save_config(cfg, out / "config.yaml")  # under the lock: a refused process leaves the live run's as it is
+        return train_to_the_end(cfg, world, out, progress)
+
+
+def train_to_the_end(cfg: Config, world: World, out: Path, progress: bool) -> RunResult:
+    """From the last checkpoint (or the start) to the end of the plan; results.json when it is reached."""
     s = start_session(cfg, world, out)
     names = list(s.streams)
     bar = tqdm(total=s.plan.last_step, initial=s.state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
@@ -129,6 +140,8 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
         if hasattr(s.model, "sharing"):
             TicketSet(cfg.model.name, EncoderShape.of(s.model.encoder), s.model.sharing.tickets()).save(out / "learned_tickets.json")
         checkpoint.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+        if results["complete"] and not cfg.train.keep_checkpoints:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # finished: reused from here on, never resumed
     return RunResult(out, results)
 
 
@@ -226,7 +239,7 @@ def evaluate_and_keep_best(s: Session) -> None:
         log.info("eval step %d epoch %.2f: %s | average %.2f", state.step, record["epoch"], summary, score)
     if state.best_score is None or score > state.best_score:
         state.best_score, state.best_step = score, state.step
-        if s.world.is_main:
+        if s.world.is_main and s.cfg.train.save_best:
             (s.out / "best").mkdir(exist_ok=True)
             checkpoint.save_weights(s.model, s.out / "best" / "model.safetensors")
             checkpoint.atomic_write_text(s.out / "best" / "eval.json", json.dumps(record, indent=2))
@@ -269,10 +282,10 @@ def save_checkpoint(s: Session) -> None:
 
 
 def resume_or_start(out: Path, model, optimizer, scheduler, streams: dict[str, TaskStream], sampler) -> checkpoint.TrainState:
-    path = checkpoint.latest(out / "checkpoints")
-    if path is None:
+    found = checkpoint.restore_newest(out / "checkpoints", model, optimizer, scheduler)
+    if found is None:
         return checkpoint.TrainState()
-    state = checkpoint.restore(path, model, optimizer, scheduler)
+    path, state = found
     rundir.drop_metrics_after(out / "metrics.jsonl", state.step)  # steps after the checkpoint are replayed
     for name, stream in streams.items():
         stream.seek(state.cursors[name])

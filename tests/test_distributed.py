@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from mtl_tickets import checkpoint
+
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.slow  # three processes
 
@@ -19,6 +21,7 @@ def args(tiny_model_dir, glue_slice, out):
     return ["train", "--task", "rte,stsb", "--model", str(tiny_model_dir), "--glue-dir", str(glue_slice),
             "--epochs", "1", "--batch-size", "4", "--max-seq-len", "24", "--output-dir", str(out), "--quiet",
             "--set", "model.dropout=0", "--set", "model.head_dropout=0", "--set", "train.sampler=mtdnn",
+            "--set", "train.keep_checkpoints=true",
             "--set", f"data.cache_dir={out.parent / 'cache'}"]
 
 
@@ -35,8 +38,8 @@ def test_two_process_gloo_run_matches_one_process(tiny_model_dir, glue_slice, tm
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["world_size"] == 2 and one["task_steps"] == two["task_steps"]
-    a = load_file(str(next((tmp_path / "one" / "checkpoints").glob("step-*")) / "model.safetensors"))
-    b = load_file(str(next((tmp_path / "two" / "checkpoints").glob("step-*")) / "model.safetensors"))
+    a = load_file(str(checkpoint.latest(tmp_path / "one" / "checkpoints") / "model.safetensors"))
+    b = load_file(str(checkpoint.latest(tmp_path / "two" / "checkpoints") / "model.safetensors"))
     # Tolerance: summation order differs, and Adam turns float noise on near-zero gradients into up to
     # one learning-rate step (1e-4) per step for those few entries; on average the weights agree to 1e-6.
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mtl_tickets import registry
+from mtl_tickets import checkpoint, registry
 from mtl_tickets.gates import EncoderShape
 from mtl_tickets.masks import Ticket, TicketSet
 from mtl_tickets.build import build_model
@@ -38,9 +38,9 @@ def ticket_file(path, granularity="neuron", tasks=("rte", "stsb")):
 def test_units_masked_for_every_task_move_only_without_frozen_steps(mode, tiny_model_dir, glue_slice, tmp_path):
     cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte, stsb]", "sharing=tickets",
                       f"tickets_file={ticket_file(tmp_path / 't.json')}", f"train.masked_updates={mode}",
-                      "train.weight_decay=0.1")
+                      "train.weight_decay=0.1", "train.keep_checkpoints=true")
     out = train(cfg, progress=False).output_dir
-    trained = load_file(str(next((out / "checkpoints").glob("step-*")) / "model.safetensors"))
+    trained = load_file(str(checkpoint.latest(out / "checkpoints") / "model.safetensors"))
     pretrained = build_model(cfg, registry.resolve(["rte"])).state_dict()
     q = "encoder.encoder.layer.1.attention.self.query.weight"
     masked_rows = slice(3 * 8, 4 * 8)

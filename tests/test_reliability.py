@@ -248,7 +248,7 @@ def test_damaged_ticket_files_are_refused_naming_the_file(tmp_path, cut, edit, v
 
 
 def test_truncated_checkpoints_and_checkpoints_of_another_model_are_refused(tiny_model_dir, glue_slice, tmp_path):
-    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]")
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]", "train.keep_checkpoints=true")
     out = train(cfg, progress=False).output_dir
     latest = checkpoint.latest(out / "checkpoints")
     from mtl_tickets.build import build_model

@@ -11,6 +11,8 @@ import time
 import pytest
 from safetensors.torch import load_file
 
+from mtl_tickets import checkpoint
+
 pytestmark = pytest.mark.slow  # subprocesses killed and restarted
 
 
@@ -18,6 +20,7 @@ def train_cmd(tiny_model_dir, glue_slice, out):
     return [sys.executable, "-m", "mtl_tickets.cli", "train", "--task", "rte,stsb", "--model", str(tiny_model_dir),
             "--glue-dir", str(glue_slice), "--epochs", "4", "--batch-size", "2", "--max-seq-len", "24",
             "--output-dir", str(out), "--quiet", "--set", "train.checkpoint_every=3", "--set", "train.sampler=dynamic",
+            "--set", "train.keep_checkpoints=true",
             "--set", f"data.cache_dir={out.parent / 'cache'}"]
 
 
@@ -40,7 +43,7 @@ def wait_for_step(proc, out, step, timeout=120):
 
 
 def final_weights(out):
-    return load_file(str(next((out / "checkpoints").glob("step-*")) / "model.safetensors"))
+    return load_file(str(checkpoint.latest(out / "checkpoints") / "model.safetensors"))
 
 
 def test_sigkill_at_several_points_then_resume_equals_the_uninterrupted_run(tiny_model_dir, glue_slice, tmp_path):

@@ -8,10 +8,13 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtl_tickets import checkpoint
 from mtl_tickets.build import build_model
 from mtl_tickets.config import load_config
+from mtl_tickets.inference import load_run
 from mtl_tickets.masks import TicketSet
 from mtl_tickets.pruning import owned_slices
+from mtl_tickets.schema import ConfigError
 from mtl_tickets.tickets import curve_rows, find_super_tickets
 
 from .test_cli import cli
@@ -61,9 +64,9 @@ def test_sweep_writes_tickets_curves_and_board(tiny_model_dir, glue_slice, tmp_p
 def test_ticket_cells_train_through_their_mask(tiny_model_dir, glue_slice, tmp_path):
     out = tmp_path / "sweep"
     find_super_tickets(sweep_config(tiny_model_dir, glue_slice, out, "tickets.kinds=[losing]",
-                                    "tickets.confirm_seeds=[1]"), progress=False)
+                                    "tickets.confirm_seeds=[1]", "train.keep_checkpoints=true"), progress=False)
     ticket = TicketSet.load(out / "rte" / "tickets" / "losing-0.5.json").tickets["rte"]
-    weights = load_file(str(out / "rte" / "losing-0.5-s1" / "best" / "model.safetensors"))
+    weights = load_file(str(checkpoint.latest(out / "rte" / "losing-0.5-s1" / "checkpoints") / "model.safetensors"))
     encoder = build_model(sweep_config(tiny_model_dir, glue_slice, out), []).encoder
     pretrained = encoder.state_dict()
     # train.masked_updates: freeze (the default, DESIGN.md decision 6): the weights of the ticket's
@@ -141,3 +144,46 @@ def test_compare_reads_the_sweeps_runs_instead_of_training_again(tiny_model_dir,
     compare(sweep_config(tiny_model_dir, glue_slice, tmp_path / "cmp-moved", f"tickets_file={tmp_path / 'moved' / 'tickets.json'}",
                          "compare.seeds=[1]", "compare.contenders=[single_full, single_tickets]"), progress=False)
     assert not (tmp_path / "cmp-moved" / "single_full").exists() and not (tmp_path / "cmp-moved" / "single_tickets").exists()
+
+
+def lean_sweep(tiny_model_dir, glue_slice, out, *extra):
+    """The full model and one winning ticket: the fewest cells a sweep has."""
+    return sweep_config(tiny_model_dir, glue_slice, out, "tickets.kinds=[winning]", "tickets.sparsities=[0.5]", *extra)
+
+
+def test_a_sweep_without_confirm_seeds_finishes_and_says_so(tiny_model_dir, glue_slice, tmp_path):
+    out = tmp_path / "sweep"
+    result = cli("tickets", "find", "--task", "rte", "--model", tiny_model_dir, "--glue-dir", glue_slice, "--output-dir", out,
+                 "--sparsities", "0.5", "--quiet", "--set", "tickets.kinds=[winning]", "--set", "tickets.confirm_seeds=[]",
+                 "--set", "train.epochs=2", "--set", "train.batch_size=8", "--set", "data.max_seq_len=32",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 0, result.stderr
+    assert "no seed confirmation (tickets.confirm_seeds is empty)" in result.stdout and "±" not in result.stdout
+    info = TicketSet.load(out / "tickets.json").tickets["rte"].info
+    assert info["confirm"] == {} and sorted(p.name for p in (out / "rte").glob("*-s*")) == ["full-s1", "winning-0.5-s1"]
+
+
+def test_changing_which_cells_run_reuses_the_finished_ones(tiny_model_dir, glue_slice, tmp_path):
+    out = tmp_path / "sweep"
+    first = find_super_tickets(lean_sweep(tiny_model_dir, glue_slice, out, "tickets.confirm_seeds=[]"), progress=False)
+    finished = {p: p.read_bytes() for p in (out / "rte").glob("*/results.json")}
+    more = lean_sweep(tiny_model_dir, glue_slice, out, "tickets.confirm_seeds=[1, 2]", "tickets.sparsities=[0.25, 0.5]",
+                      "tickets.kinds=[winning, random]", "tickets.control_sparsities=[0.5]")
+    confirm = find_super_tickets(more, progress=False).tickets["rte"].info["confirm"]
+    assert {p: p.read_bytes() for p in finished} == finished  # reused, not retrained
+    full_s1 = next(c for c in first.tickets["rte"].info["curve"] if c["kind"] == "full")
+    assert confirm["full"]["seeds"] == [1, 2] and confirm["full"]["scores"][0] == full_s1["dev_best"]
+    assert {"winning-0.25-s1", "random-0.5-s1", "full-s2"} <= {p.name for p in (out / "rte").iterdir()}
+    with pytest.raises(ConfigError, match=r"another config \(tickets.min_heads_per_layer: 1 -> 2\)"):
+        find_super_tickets(lean_sweep(tiny_model_dir, glue_slice, out, "tickets.min_heads_per_layer=2"), progress=False)
+
+
+def test_only_the_scored_full_model_keeps_weights(tiny_model_dir, glue_slice, tmp_path):
+    out = tmp_path / "sweep"
+    find_super_tickets(lean_sweep(tiny_model_dir, glue_slice, out, "tickets.confirm_seeds=[1, 2]"), progress=False)
+    cells = sorted(p for p in (out / "rte").glob("*-s*"))
+    assert [p.name for p in cells] == ["full-s1", "full-s2", "winning-0.5-s1", "winning-0.5-s2"]
+    assert [p.name for p in cells if (p / "best" / "model.safetensors").is_file()] == ["full-s1"]
+    assert not any((p / "checkpoints").exists() for p in cells)
+    with pytest.raises(ConfigError, match="train.save_best off"):
+        load_run(out / "rte" / "winning-0.5-s1")

@@ -6,6 +6,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from mtl_tickets import checkpoint
 from mtl_tickets.config import load_config
 from mtl_tickets.schema import ConfigError
 from mtl_tickets.train import Plan, train
@@ -42,11 +43,12 @@ def test_loss_falls_on_a_tiny_overfit_set(tiny_model_dir, glue_slice, tmp_path):
 
 
 def test_resumed_run_ends_with_the_same_weights(tiny_model_dir, glue_slice, tmp_path):
-    straight = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "a", "tasks=[rte, mrpc]"), progress=False)
+    keep = "train.keep_checkpoints=true"  # the last weights, to compare
+    straight = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "a", "tasks=[rte, mrpc]", keep), progress=False)
     train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "b", "tasks=[rte, mrpc]", "train.max_steps=3"), progress=False)
-    resumed = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "b", "tasks=[rte, mrpc]"), progress=False)
-    a = load_file(str(next((straight.output_dir / "checkpoints").glob("step-*")) / "model.safetensors"))
-    b = load_file(str(next((resumed.output_dir / "checkpoints").glob("step-*")) / "model.safetensors"))
+    resumed = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "b", "tasks=[rte, mrpc]", keep), progress=False)
+    a = load_file(str(checkpoint.latest(straight.output_dir / "checkpoints") / "model.safetensors"))
+    b = load_file(str(checkpoint.latest(resumed.output_dir / "checkpoints") / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert straight.results["last"]["tasks"] == resumed.results["last"]["tasks"]
 
