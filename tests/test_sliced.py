@@ -80,7 +80,7 @@ def test_each_layer_computes_only_its_kept_heads_and_neurons():
     hooks = []
     for l, layer in enumerate(model.encoder.encoder.layer):
         for kind, module in (("heads", layer.attention.self), ("ffn", layer.intermediate)):
-            record = lambda m, a, out, key=(kind, l): widths.update({key: (out[0] if kind == "heads" else out).shape[-1]})
+            record = lambda m, a, out, key=(kind, l): widths.update({key: (out[0] if key[0] == "heads" else out).shape[-1]})
             hooks.append(module.register_forward_hook(record))
     try:
         with sliced.applied(model.encoder, sliced.SlicedTicket.of(model.encoder, ticket)):
