@@ -14,6 +14,7 @@ from .masks import TicketSet
 from .model import MultiTaskModel
 from .schema import ConfigError
 from .sharing import SharingModule
+from .sliced import SlicedTicket, fixed
 
 
 def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> tuple[Config, MultiTaskModel]:
@@ -41,14 +42,15 @@ def load_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") 
     return cfg, model.eval()
 
 
-def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates]:
-    """The gates a run evaluates with: its tickets, or the adaptive module's hard gates; none for `full`."""
+def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates | SlicedTicket]:
+    """How a run evaluates each task: through its ticket (sliced unless `train.sliced` is off), or the
+    adaptive module's hard gates; nothing for `full`."""
     if cfg.sharing == "adaptive":
         return {name: model.sharing.hard_gates(name) for name in model.specs}
     if cfg.sharing != "tickets":
         return {}
     tickets = TicketSet.load(run_dir / "tickets.json", expect=EncoderShape.of(model.encoder)).tickets
-    return {name: tickets[name].gates() for name in model.specs}
+    return {name: fixed(model.encoder, tickets[name], cfg.train.sliced) for name in model.specs}
 
 
 def evaluate_run(run_dir: Path, glue_dir: str | None = None, weights: str = "best") -> dict:

@@ -149,6 +149,11 @@ def applied(encoder: nn.Module, ticket: SlicedTicket) -> Iterator[None]:
             _swap(encoder, path, original)
 
 
+def fixed(encoder: nn.Module, ticket: Ticket, sliced: bool = True) -> SlicedTicket | gating.Gates:
+    """How a fixed ticket runs: sliced (the cost follows what it keeps), or gated (`train.sliced: false`)."""
+    return SlicedTicket.of(encoder, ticket) if sliced else ticket.gates()
+
+
 def through(encoder: nn.Module, how: SlicedTicket | gating.Gates | None) -> contextlib.AbstractContextManager:
     """The context a task's forward runs in: sliced for a fixed ticket, gated for gates, else none."""
     if isinstance(how, SlicedTicket):

@@ -117,3 +117,61 @@ def test_through_picks_sliced_for_a_sliced_ticket_and_gates_otherwise():
             dense = model(batch, "rte")
     torch.testing.assert_close(cut, gated, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(dense, gated)
+
+
+def final_weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(next((run_dir / "checkpoints").glob("step-*")) / "model.safetensors"))
+
+
+@pytest.mark.parametrize("granularity", ["neuron", "layer"])
+def test_a_sliced_ticket_run_ends_with_the_gated_runs_weights(granularity, tiny_model_dir, glue_slice, tmp_path):
+    """The recipe end to end (frozen slices, AdamW, clipping, evaluation): only float rounding differs."""
+    import json
+
+    from mtl_tickets.train import train
+
+    from .test_multitask import ticket_file
+    from .test_train import tiny_config
+
+    tickets = ticket_file(tmp_path / "t.json", granularity)
+    runs = {}
+    for mode in ("true", "false"):
+        cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / mode, "tasks=[rte, stsb]", "sharing=tickets",
+                          f"tickets_file={tickets}", "model.dropout=0", "model.head_dropout=0", f"train.sliced={mode}")
+        runs[mode] = train(cfg, progress=False).output_dir
+    cut, gated = final_weights(runs["true"]), final_weights(runs["false"])
+    assert cut.keys() == gated.keys()
+    worst = max(float((cut[k] - gated[k]).abs().max()) for k in cut)
+    assert worst < 1e-4, f"weights differ by up to {worst}"
+    scores = [json.loads((runs[m] / "results.json").read_text())["last"]["tasks"] for m in ("true", "false")]
+    for task, splits in scores[1].items():
+        for split, metrics in splits.items():
+            for metric, value in metrics.items():
+                assert scores[0][task][split][metric] == pytest.approx(value, abs=1e-3), (task, metric)
+
+
+@pytest.mark.slow
+def test_a_sliced_two_process_run_matches_the_gated_one_process_run(tiny_model_dir, glue_slice, tmp_path):
+    """torchrun: the gradient all-reduce runs over the full-size parameters, as without slicing."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_distributed import TORCHRUN, args
+    from .test_multitask import ticket_file
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    tickets = ["--set", "sharing=tickets", "--set", f"tickets_file={ticket_file(tmp_path / 't.json')}"]
+    single = subprocess.run([sys.executable, "-m", "mtl_tickets.cli", *args(tiny_model_dir, glue_slice, tmp_path / "one"),
+                             *tickets, "--set", "train.sliced=false"], capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "--master-port", "29534", "-m", "mtl_tickets.cli",
+                            *args(tiny_model_dir, glue_slice, tmp_path / "two"), *tickets],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)  # the tolerance of test_distributed
+    mean = sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(a[k].numel() for k in a)
+    assert worst < 1e-3 and mean < 1e-6, f"weights differ by up to {worst} (mean {mean})"
