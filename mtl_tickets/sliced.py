@@ -68,8 +68,8 @@ class SlicedTicket:
             module, _, kind = name.rpartition(".")
             if kind != "weight":
                 continue  # a bias follows its weight
-            layer = layer_of(module, encoder)
-            in_layer = module.removeprefix(f"{paths['layers']}.{layer}.")
+            number, _, in_layer = module.removeprefix(paths["layers"] + ".").partition(".")  # "3", "output.dense"
+            layer = int(number)
             silent = ((in_layer == paths["attn_out"] and silent_heads[layer])
                       or (in_layer == paths["ffn_out"] and silent_ffn[layer]))
             if index.size == encoder.get_parameter(name).shape[dim] and not silent:
@@ -104,7 +104,7 @@ class SlicedLinear(nn.Module):
     def __init__(self, linear: nn.Linear, part: Slice):
         super().__init__()
         self.weight, self.bias, self.part = linear.weight, linear.bias, part
-        self._frozen: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._gathered: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def sliced(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         part = self.part
@@ -121,9 +121,9 @@ class SlicedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return F.linear(x, *self.sliced())
-        if self._frozen is None:
-            self._frozen = self.sliced()
-        return F.linear(x, *self._frozen)
+        if self._gathered is None:
+            self._gathered = self.sliced()
+        return F.linear(x, *self._gathered)
 
 
 def _swap(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
@@ -160,7 +160,3 @@ def through(encoder: nn.Module, how: SlicedTicket | gating.Gates | None) -> cont
         return applied(encoder, how)
     return gating.applied(encoder, how)
 
-
-def layer_of(path: str, encoder: nn.Module) -> int:
-    """The layer index of a module path in the encoder (`encoder.layer.3.attention...` -> 3)."""
-    return int(path.removeprefix(module_paths(encoder)["layers"] + ".").split(".")[0])
