@@ -127,7 +127,7 @@ def main() -> None:
     result["batch1_pruned"] = {"seconds": single, "ideal_speedup_layer_flops": ideal, "speedup": speedups,
                                "fraction_of_ideal": {k: (s - 1) / (ideal - 1) for k, s in speedups.items()}}
 
-    path = write_result("sliced_speed", {
+    path = write_result(f"sliced_speed_threads{torch.get_num_threads()}", {
         "what": f"default encoder ({DEFAULT_MODEL}), random ticket removing {args.sparsity:.0%} of heads and FFN neurons, "
                 f"seq {args.seq_len}; train batch {args.batch_size}, eval batch {args.eval_batch_size}, pruned batch 1",
         "repeats": args.repeats, **result,
