@@ -87,6 +87,9 @@ class TrainConfig:
     # Units masked for the current task: `freeze` leaves their weights and optimizer state untouched
     # by its steps; `optimizer` lets Adam momentum and weight decay move them (the reference code).
     masked_updates: Literal["freeze", "optimizer"] = "freeze"
+    # Run a fixed ticket (`sharing: tickets`, the ticket sweep's runs, evaluation) with only its kept
+    # units' weight slices, so a step costs what the ticket keeps; false: gates multiply, nothing skipped.
+    sliced: bool = True
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop, or skip that update
     bf16: bool = True  # bf16 autocast on a GPU (ignored on the CPU, which trains in fp32)
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs

@@ -8,20 +8,22 @@ import numpy as np
 import torch
 
 from . import gates as gating
-from . import metrics
+from . import metrics, sliced
 from .data import Encoded, TaskData, collate, eval_batches
 from .model import MultiTaskModel
 from .registry import TaskSpec
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, data: Encoded, task: str, batch_size: int, gates: gating.Gates | None = None) -> np.ndarray:
-    """Predictions in example order: class ids, or scores for regression."""
+def predict(model: MultiTaskModel, data: Encoded, task: str, batch_size: int,
+            gates: gating.Gates | sliced.SlicedTicket | None = None) -> np.ndarray:
+    """Predictions in example order: class ids, or scores for regression; through the task's gates
+    or its sliced ticket."""
     was_training = model.training
     model.eval()
     out = np.zeros(len(data), dtype=np.float32 if model.specs[task].kind == "regression" else np.int64)
     device = next(model.parameters()).device
-    with gating.applied(model.encoder, gates):
+    with sliced.through(model.encoder, gates):
         for index in eval_batches(data.lengths, batch_size):
             batch = {k: v.to(device) for k, v in collate(data, index).items() if k != "labels"}
             out[index] = model.predictions(model(batch, task), task).float().cpu().numpy()
@@ -29,7 +31,8 @@ def predict(model: MultiTaskModel, data: Encoded, task: str, batch_size: int, ga
     return out
 
 
-def evaluate(model: MultiTaskModel, task: TaskData, batch_size: int, gates: gating.Gates | None = None) -> dict[str, dict[str, float]]:
+def evaluate(model: MultiTaskModel, task: TaskData, batch_size: int,
+             gates: gating.Gates | sliced.SlicedTicket | None = None) -> dict[str, dict[str, float]]:
     """{dev split: {metric: value}} for one task."""
     results = {}
     for split, data in task.dev.items():

@@ -13,6 +13,7 @@ from .evaluation import evaluate, predict, write_submission
 from .gates import Gates
 from .model import MultiTaskModel
 from .schema import ConfigError
+from .sliced import SlicedTicket, fixed
 
 
 def load_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "best") -> tuple[Config, MultiTaskModel]:
@@ -44,13 +45,14 @@ def missing_weights_hint(cfg: Config, run_dir: Path, weights: str) -> str:
     return "train it first"
 
 
-def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates]:
-    """The gates a run evaluates with: its tickets, or the adaptive module's hard gates; none for `full`."""
+def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates | SlicedTicket]:
+    """How a run evaluates each task: through its ticket (sliced unless `train.sliced` is off), or the
+    adaptive module's hard gates; nothing for `full`."""
     if cfg.sharing == "adaptive":
         return {name: model.sharing.hard_gates(name) for name in model.specs}
     if cfg.sharing != "tickets":
         return {}
-    return {name: t.gates() for name, t in load_tickets(run_dir / "tickets.json", model).tickets.items()}
+    return {name: fixed(model.encoder, t, cfg.train.sliced) for name, t in load_tickets(run_dir / "tickets.json", model).tickets.items()}
 
 
 def evaluate_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "best") -> dict[str, dict[str, dict[str, float]]]:

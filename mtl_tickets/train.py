@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, distributed, rundir
+from . import checkpoint, distributed, rundir, sliced
 from . import gates as gating
 from .build import attach_sharing, build_model, frozen_slices, run_tickets, trainable_specs
 from .config import Config, save_config
@@ -87,7 +87,7 @@ class Session:
     out: Path
     data: dict[str, TaskData]
     model: MultiTaskModel
-    gates: dict[str, gating.Gates]  # per task; empty under `sharing: full`
+    gates: dict[str, gating.Gates | sliced.SlicedTicket]  # per task, how it runs its ticket; empty under `sharing: full`
     frozen: dict[str, list]  # per task, the slices its masked units own
     streams: dict[str, TaskStream]
     plan: Plan
@@ -168,7 +168,7 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     frozen = frozen_slices(model, tickets) if cfg.train.masked_updates == "freeze" else {}
     state = resume_or_start(out, model, optimizer, scheduler, streams, sampler)
     loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl")) if world.is_main else Loggers()
-    gates = {name: t.gates() for name, t in tickets.items()}
+    gates = {name: sliced.fixed(model.encoder, t, cfg.train.sliced) for name, t in tickets.items()}
     return Session(cfg, world, out, data, model, gates, frozen, streams, plan, optimizer, scheduler, sampler, state, loggers)
 
 
@@ -182,7 +182,7 @@ def train_step(s: Session, task: str) -> float:
     bf16 = s.cfg.train.bf16 and s.world.device.type == "cuda"
     sharing = getattr(s.model, "sharing", None)
     gates = sharing.sampled_gates(task) if sharing is not None else s.gates.get(task)
-    with gating.applied(s.model.encoder, gates), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+    with sliced.through(s.model.encoder, gates), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
         loss = s.model.loss(s.model(batch, task), batch["labels"], task)
     if sharing is not None:
         loss = loss + sharing.budget_loss(task)
@@ -245,7 +245,7 @@ def evaluate_and_keep_best(s: Session) -> None:
             checkpoint.atomic_write_text(s.out / "best" / "eval.json", json.dumps(record, indent=2))
 
 
-def eval_gates(s: Session, task: str) -> gating.Gates | None:
+def eval_gates(s: Session, task: str) -> gating.Gates | sliced.SlicedTicket | None:
     sharing = getattr(s.model, "sharing", None)
     return sharing.hard_gates(task) if sharing is not None else s.gates.get(task)
 
