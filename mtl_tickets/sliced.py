@@ -68,13 +68,13 @@ class SlicedTicket:
             module, _, kind = name.rpartition(".")
             if kind != "weight":
                 continue  # a bias follows its weight
-            number, _, in_layer = module.removeprefix(paths["layers"] + ".").partition(".")  # "3", "output.dense"
+            number, _, in_layer = module.removeprefix(paths.layers + ".").partition(".")  # "3", "output.dense"
             layer = int(number)
-            silent = ((in_layer == paths["attn_out"] and silent_heads[layer])
-                      or (in_layer == paths["ffn_out"] and silent_ffn[layer]))
+            silent = ((in_layer == paths.attn_out and silent_heads[layer])
+                      or (in_layer == paths.ffn_out and silent_ffn[layer]))
             if index.size == encoder.get_parameter(name).shape[dim] and not silent:
                 continue  # a fully kept Linear runs as it is
-            drop_bias = silent and in_layer == paths["ffn_out"] and ticket.granularity == "layer"
+            drop_bias = silent and in_layer == paths.ffn_out and ticket.granularity == "layer"
             slices[module] = Slice(dim, torch.as_tensor(index, device=device), silent, drop_bias)
         return cls(slices)
 
