@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
 from .schema import ConfigError
 from .train import train
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
