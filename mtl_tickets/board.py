@@ -26,7 +26,7 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def phase_transition_figure(rows: Sequence[dict], reruns: Sequence[dict], task: str, metric: str):
+def phase_transition_figure(rows: Sequence[dict], reruns: Sequence[dict], task: str, metric: str) -> Figure:
     """Dev metric against the fraction of encoder weights kept, one line per ticket kind (rows: kind,
     kept, score), the full model as a horizontal line; reruns of the full model and the best winning
     ticket with more seeds (kind, kept, mean, std, seeds) as mean ± std, the full model's as a band."""
@@ -58,7 +58,7 @@ def phase_transition_figure(rows: Sequence[dict], reruns: Sequence[dict], task: 
     return fig
 
 
-def ticket_map_figure(ticket: Ticket, task: str):
+def ticket_map_figure(ticket: Ticket, task: str) -> Figure:
     """Layer x head map of the kept heads, and the kept FFN fraction per layer beside it."""
     fig = new_figure(8, 3.2)
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
@@ -82,7 +82,7 @@ def ticket_map_figure(ticket: Ticket, task: str):
     return fig
 
 
-def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: str, vmax: float | None = 1.0):
+def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: str, vmax: float | None = 1.0) -> Figure:
     """A labelled task x task heatmap with the value in each cell."""
     data = np.asarray(matrix, dtype=float)
     fig = new_figure(1.2 + 0.8 * len(labels), 1.0 + 0.7 * len(labels))
