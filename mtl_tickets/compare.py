@@ -112,8 +112,10 @@ def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: 
 def full_twin(contender: str, tasks: list[str], super_tickets: dict[str, Ticket]) -> str | None:
     """The full-model contender whose runs this one would repeat: a ticket that keeps every unit masks
     nothing, so training through it is the full model's run, trained once and read twice."""
+    if contender not in FULL_TWIN:
+        return None
     keeps_all = all(super_tickets[t].attn_heads.all() and super_tickets[t].ffn.all() for t in tasks)
-    return FULL_TWIN[contender] if contender in FULL_TWIN and super_tickets and keeps_all else None
+    return FULL_TWIN[contender] if keeps_all else None
 
 
 def run(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets: dict[str, Ticket],
