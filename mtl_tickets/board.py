@@ -1,7 +1,8 @@
 """Figures for TensorBoard and for files: phase-transition curves, ticket maps, overlap heatmaps.
 
-matplotlib with the Agg backend (no display); every figure has a title, axis labels, task names
-and a colour bar where colour carries a number, so it reads on its own.
+Figures are drawn on matplotlib's Agg canvas directly, without pyplot, so no display is needed and
+the process's matplotlib backend is left as the user set it. Every figure has a title, axis labels,
+task names and a colour bar where colour carries a number, so it reads on its own.
 """
 
 from __future__ import annotations
@@ -9,22 +10,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .masks import Ticket  # noqa: E402
+from .masks import Ticket
 
 KIND_STYLE = {"winning": ("tab:green", "o"), "random": ("tab:blue", "s"), "losing": ("tab:red", "v")}
 
 
-def phase_transition_figure(rows: Sequence[dict], reruns: Sequence[dict], task: str, metric: str):
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas: no pyplot state, no global backend."""
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def phase_transition_figure(rows: Sequence[dict], reruns: Sequence[dict], task: str, metric: str) -> Figure:
     """Dev metric against the fraction of encoder weights kept, one line per ticket kind (rows: kind,
     kept, score), the full model as a horizontal line; reruns of the full model and the best winning
     ticket with more seeds (kind, kept, mean, std, seeds) as mean ± std, the full model's as a band."""
-    fig, ax = plt.subplots(figsize=(6, 4.8), dpi=110)
+    fig = new_figure(6, 4.8)
+    ax = fig.subplots()
     full = [r for r in rows if r["kind"] == "full"]
     for kind, (colour, marker) in KIND_STYLE.items():
         points = sorted((r["kept"], r["score"]) for r in rows if r["kind"] == kind)
@@ -51,9 +58,10 @@ def phase_transition_figure(rows: Sequence[dict], reruns: Sequence[dict], task: 
     return fig
 
 
-def ticket_map_figure(ticket: Ticket, task: str):
+def ticket_map_figure(ticket: Ticket, task: str) -> Figure:
     """Layer x head map of the kept heads, and the kept FFN fraction per layer beside it."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110, gridspec_kw={"width_ratios": [3, 1]})
+    fig = new_figure(8, 3.2)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
     heads = ticket.attn_heads.astype(float)
     image = left.imshow(heads, cmap="Greens", vmin=0, vmax=1, aspect="auto")
     left.set_xlabel("attention head")
@@ -74,10 +82,11 @@ def ticket_map_figure(ticket: Ticket, task: str):
     return fig
 
 
-def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: str, vmax: float | None = 1.0):
+def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: str, vmax: float | None = 1.0) -> Figure:
     """A labelled task x task heatmap with the value in each cell."""
     data = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1.0 + 0.7 * len(labels)), dpi=110)
+    fig = new_figure(1.2 + 0.8 * len(labels), 1.0 + 0.7 * len(labels))
+    ax = fig.subplots()
     image = ax.imshow(data, cmap="viridis", vmin=0, vmax=vmax)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -92,10 +101,9 @@ def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: 
     return fig
 
 
-def save_figure(fig, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_overlap_board(log_dir: Path, tickets: dict[str, Ticket], step: int = 0) -> None:

@@ -12,8 +12,6 @@ import click
 
 from .schema import ConfigError
 
-log = logging.getLogger("mtl_tickets")
-
 
 def friendly_errors(fn):
     """User mistakes become one line on stderr and a non-zero exit, never a traceback."""
@@ -50,6 +48,15 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
     for noisy in ("transformers", "datasets", "urllib3", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def hush() -> None:
+    """`--quiet`: the final table, warnings and errors only; no progress bars (ours or transformers'
+    "Loading weights") and no line per evaluation."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    logging.getLogger("mtl_tickets").setLevel(logging.WARNING)
 
 
 def run_options(fn):
@@ -101,7 +108,7 @@ def build_config(config_file: str | None, tasks: tuple[str, ...], overrides: tup
 
 @main.command()
 @run_options
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="Print only the final table (and warnings).")
 @friendly_errors
 def train(config_file, tasks, overrides, quiet, **flags) -> None:
     """Fine-tune one shared encoder on one or several GLUE tasks.
@@ -117,6 +124,8 @@ def train(config_file, tasks, overrides, quiet, **flags) -> None:
     from .train import format_results, train as run_training
 
     cfg = build_config(config_file, tasks, overrides, **flags)
+    if quiet:
+        hush()
     result = run_training(cfg, progress=not quiet)
     click.echo(format_results(result.results))
     click.echo(f"run directory: {result.output_dir}")
@@ -175,7 +184,7 @@ def tickets() -> None:
 @click.option("--sparsities", help="Comma-separated winning-ticket sparsities, e.g. 0.1,0.2,0.3.")
 @click.option("--sparsity-mode", type=click.Choice(["units", "paired", "params"]),
               help="Fraction of units, the paper's heads+FFN-layer pairing, or fraction of parameters.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="Print only the final table (and warnings).")
 @friendly_errors
 def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, sparsity_mode, quiet, **flags) -> None:
     """Find each task's super ticket: fine-tune, score, prune, rewind, re-fine-tune, pick the best.
@@ -202,6 +211,8 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
     if sparsities:
         extra.append(f"tickets.sparsities=[{sparsities}]")
     cfg = build_config(config_file, tasks, tuple(extra), **flags)
+    if quiet:
+        hush()
     click.echo(format_super_tickets(find_super_tickets(cfg, progress=not quiet)))
     click.echo(f"ticket set: {Path(cfg.output_dir) / 'tickets.json'}")
 
@@ -291,7 +302,7 @@ def export(run_dir, task, out_dir, tickets_file) -> None:
 @run_options
 @click.option("--tickets", "tickets_file", type=click.Path(dir_okay=False), help="Super tickets (from tickets find).")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 1,2,3.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="Print only the final table (and warnings).")
 @friendly_errors
 def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, **flags) -> None:
     """Compare shared and task-specific tickets on the same data, seeds and budget.
@@ -313,6 +324,8 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
     if seeds:
         extra.append(f"compare.seeds=[{seeds}]")
     cfg = build_config(config_file, tasks, tuple(extra), **flags)
+    if quiet:
+        hush()
     compare(cfg, progress=not quiet)
     click.echo((Path(cfg.output_dir) / "comparison.md").read_text())
 

@@ -11,6 +11,7 @@ Contenders: `single_full` (one model per task), `single_tickets` (one model per 
 ticket), `joint_full` (MT-DNN), `joint_tickets` (Tickets-Share), `joint_adaptive` (learned sharing).
 Every run is an ordinary run directory under `<output_dir>/<contender>/`, so finished runs are reused;
 so are the super-ticket sweep's own runs of the full model and the super ticket (same recipe and seed).
+When every super ticket keeps every unit, a tickets contender is its full twin's run and reuses it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SHARING = {"single_full": "full", "single_tickets": "tickets", "joint_full": "full",
            "joint_tickets": "tickets", "joint_adaptive": "adaptive"}
+FULL_TWIN = {"single_tickets": "single_full", "joint_tickets": "joint_full"}  # same runs when no unit is masked
 SELECTIONS = {  # how a run's dev score per task is read
     "per_task": "Each task at its own best epoch (the paper's rule, which single-task runs follow too)",
     "checkpoint": "One model: each joint run's best checkpoint by GLUE average (single-task runs as above)",
@@ -52,9 +54,10 @@ class Row:
     contender: str
     seeds: list[int]
     scores: dict[str, list[float]]  # task -> one score per seed
-    glue: list[float]  # GLUE average per seed
+    average: list[float]  # average over tasks per seed (the paper's GLUE average on GLUE tasks)
     params_per_task: float  # mean fraction of encoder-layer parameters one task runs through
     params_total: float  # encoder-layer parameters to store, in units of one full encoder
+    runs_of: str | None = None  # the contender whose runs these are (every super ticket keeps every unit)
 
 
 def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
@@ -62,11 +65,12 @@ def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
     under each selection rule."""
     validate(cfg)
     shape = load_shape(cfg.model.name)
-    tasks = [s.name for s in trainable_specs(cfg)]
+    specs = trainable_specs(cfg)
+    tasks = [s.name for s in specs]
     super_tickets = load_super_tickets(cfg, shape)
     rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
     tables = {selection: [r[selection] for r in rows] for selection in SELECTIONS}
-    write_table(Path(cfg.output_dir), tables, tasks)
+    write_table(Path(cfg.output_dir), tables, tasks, glue=all("glue" in s.tags for s in specs))
     return tables
 
 
@@ -84,10 +88,11 @@ def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: 
                   progress: bool) -> dict[str, Row]:
     scores: dict[str, dict[str, list[float]]] = {sel: {t: [] for t in tasks} for sel in SELECTIONS}
     used: list[dict[str, Ticket]] = []
+    runs_of = full_twin(contender, tasks, super_tickets)
     for seed in cfg.compare.seeds:
         groups = [[t] for t in tasks] if contender.startswith("single") else [tasks]
         for group in groups:
-            results, out = run(cfg, contender, group, seed, super_tickets, progress)
+            results, out = run(cfg, runs_of or contender, group, seed, super_tickets, progress)
             for task in group:
                 scores["per_task"][task].append(task_score(results["per_task_best"][task]["metrics"]))
                 scores["checkpoint"][task].append(task_score(results["best"]["tasks"][task]))
@@ -97,9 +102,18 @@ def run_contender(cfg: Config, contender: str, tasks: list[str], super_tickets: 
     total = sum(union_params(list(u.values()), shape) for u in used[:per_seed]) / full_params(shape)
     rows = {}
     for selection, by_task in scores.items():
-        glue = [statistics.mean(by_task[t][i] for t in tasks) for i in range(len(cfg.compare.seeds))]
-        rows[selection] = Row(contender, list(cfg.compare.seeds), by_task, glue, per_task, total)
+        average = [statistics.mean(by_task[t][i] for t in tasks) for i in range(len(cfg.compare.seeds))]
+        rows[selection] = Row(contender, list(cfg.compare.seeds), by_task, average, per_task, total, runs_of)
     return rows
+
+
+def full_twin(contender: str, tasks: list[str], super_tickets: dict[str, Ticket]) -> str | None:
+    """The full-model contender whose runs this one would repeat: a ticket that keeps every unit masks
+    nothing, so training through it is the full model's run, trained once and read twice."""
+    if contender not in FULL_TWIN:
+        return None
+    keeps_all = all(super_tickets[t].attn_heads.all() and super_tickets[t].ffn.all() for t in tasks)
+    return FULL_TWIN[contender] if keeps_all else None
 
 
 def run(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets: dict[str, Ticket],
@@ -183,40 +197,45 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
-def write_table(out: Path, tables: dict[str, list[Row]], tasks: list[str]) -> None:
-    """comparison.csv (one line per selection rule, contender and seed) and comparison.md (mean ± std)."""
+def write_table(out: Path, tables: dict[str, list[Row]], tasks: list[str], glue: bool = True) -> None:
+    """comparison.csv (one line per selection rule, contender and seed) and comparison.md (mean ± std).
+    The task average is called the GLUE average only when every task is a GLUE task."""
+    average, column = ("GLUE avg", "glue_average") if glue else ("average", "average")
     out.mkdir(parents=True, exist_ok=True)
     with (out / "comparison.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["selection", "contender", "seed", *tasks, "glue_average", "params_per_task", "params_total"])
+        writer.writerow(["selection", "contender", "seed", *tasks, column, "params_per_task", "params_total", "runs_of"])
         for selection, rows in tables.items():
             for r in rows:
-                for i, (seed, glue) in enumerate(zip(r.seeds, r.glue, strict=True)):
-                    writer.writerow([selection, r.contender, seed, *(f"{r.scores[t][i]:.2f}" for t in tasks), f"{glue:.2f}",
-                                     f"{r.params_per_task:.3f}", f"{r.params_total:.3f}"])
+                for i, (seed, mean) in enumerate(zip(r.seeds, r.average, strict=True)):
+                    writer.writerow([selection, r.contender, seed, *(f"{r.scores[t][i]:.2f}" for t in tasks), f"{mean:.2f}",
+                                     f"{r.params_per_task:.3f}", f"{r.params_total:.3f}", r.runs_of or ""])
     lines = []
     for selection, rows in tables.items():
         lines += [f"## {SELECTIONS[selection]}", "",
-                  "| contender | " + " | ".join(tasks) + " | GLUE avg | params/task | params stored |",
+                  "| contender | " + " | ".join(tasks) + f" | {average} | params/task | params stored |",
                   "|" + "---|" * (len(tasks) + 4)]
         for r in rows:
             lines.append(f"| {r.contender} | " + " | ".join(fmt(r.scores[t]) for t in tasks)
-                         + f" | {fmt(r.glue)} | {r.params_per_task:.1%} | {r.params_total:.2f}x |")
+                         + f" | {fmt(r.average)} | {r.params_per_task:.1%} | {r.params_total:.2f}x |")
+        reused = [f"{r.contender} reuses the runs of {r.runs_of}: every super ticket keeps every unit." for r in rows if r.runs_of]
+        if reused:
+            lines += ["", *reused]
         if len(rows) > 1:
-            lines += ["", *paired_table(rows, tasks)]
+            lines += ["", *paired_table(rows, tasks, average)]
         lines.append("")
     (out / "comparison.md").write_text("\n".join(lines))
 
 
-def paired_table(rows: list[Row], tasks: list[str]) -> list[str]:
+def paired_table(rows: list[Row], tasks: list[str], average: str = "GLUE avg") -> list[str]:
     """Every contender against the first, seed by seed: a seed fixes data order and head init for all
     contenders, so the paired difference is the honest measure against seed noise."""
     base = rows[0]
     lines = [f"Against {base.contender}, seed by seed: mean difference (seeds ahead of all seeds; "
              "paired t-test p when there are 3 or more seeds).", "",
-             "| contender | " + " | ".join(tasks) + " | GLUE avg |", "|" + "---|" * (len(tasks) + 2)]
+             "| contender | " + " | ".join(tasks) + f" | {average} |", "|" + "---|" * (len(tasks) + 2)]
     for r in rows[1:]:
-        cells = [paired(r.scores[t], base.scores[t]) for t in tasks] + [paired(r.glue, base.glue)]
+        cells = [paired(r.scores[t], base.scores[t]) for t in tasks] + [paired(r.average, base.average)]
         lines.append(f"| {r.contender} | " + " | ".join(cells) + " |")
     return lines
 

@@ -1,6 +1,6 @@
 """Every setting of a run, as nested dataclasses; YAML + dotted overrides -> one checked `Config`.
 
-`load_config("configs/quick.yaml", ["train.lr=3e-5"])`: the file, then the overrides, then checks.
+`load_config("configs/quickstart.yaml", ["train.lr=3e-5"])`: the file, then the overrides, then checks.
 Defaults are the mini-GLUE v1 recipe (../shared/PROTOCOL.md) on the bundled MiniLM encoder.
 """
 

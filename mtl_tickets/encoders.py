@@ -6,7 +6,6 @@ other name is a local path or a hub id, loaded with `AutoModel` (never a re-impl
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -15,8 +14,6 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 from .config import DEFAULT_MODEL
 from .gates import EncoderShape
 from .schema import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def model_path(name: str) -> str:

@@ -50,7 +50,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     Args:
         cls: the dataclass to build.
         data: a mapping, as read from YAML or JSON.
-        where: what to name in errors, e.g. "configs/quick.yaml: train".
+        where: what to name in errors, e.g. "configs/quickstart.yaml: train".
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {_quote(data)}")

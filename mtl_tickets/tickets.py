@@ -1,7 +1,7 @@
 """The super-ticket recipe (paper §3): fine-tune, score units, prune at each sparsity, rewind to the
 pre-trained weights, re-fine-tune each ticket, keep the best winning ticket (the full model counts).
 
-    ticket_set = find_super_tickets(load_config("configs/tickets_rte.yaml"))
+    ticket_set = find_super_tickets(load_config("configs/tickets_mini_glue.yaml", ["tasks=[rte]"]))
 
 Every cell (kind, sparsity, seed) is an ordinary run directory under `<output_dir>/<task>/`, so a
 killed sweep resumes and a finished cell is never trained twice. Rewinding is `train()` itself: it
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,6 @@ from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
 from .train import train
 from .validation import validate
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

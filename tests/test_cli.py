@@ -33,6 +33,12 @@ def test_train_prints_the_table_and_writes_results(finished_run):
     assert set(results["best"]["tasks"]) == {"rte", "mnli"}
 
 
+def test_quiet_prints_only_the_final_table(finished_run):
+    _, result = finished_run  # trained with --quiet
+    assert result.stderr == ""  # no "Loading weights" bar, no training bar, no line per evaluation
+    assert result.stdout.startswith("task ") and result.stdout.splitlines()[-2].startswith("GLUE average: best")
+
+
 def test_evaluate_reproduces_the_best_metrics(finished_run):
     out, _ = finished_run
     result = cli("evaluate", out)

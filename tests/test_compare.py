@@ -2,14 +2,22 @@
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 from scipy import stats
 
-from mtl_tickets.compare import Row, paired_table
+import numpy as np
+
+from mtl_tickets import registry, train as train_module
+from mtl_tickets.compare import Row, compare, paired_table
+from mtl_tickets.config import load_config
+from mtl_tickets.masks import Ticket, TicketSet
+from mtl_tickets.registry import TaskSpec, TsvSource
+from mtl_tickets.train import start_session
 
 from .test_cli import cli
-from .test_multitask import ticket_file
+from .test_multitask import SHAPE, ticket_file
 
 
 @pytest.mark.slow
@@ -23,6 +31,7 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
     assert result.returncode == 0, result.stderr[-2000:]
     for contender in ("single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"):
         assert f"| {contender} |" in result.stdout
+    assert "| GLUE avg |" in result.stdout and "reuses the runs" not in result.stdout  # GLUE tasks, sparse tickets
     assert result.stdout.count("Against single_full, seed by seed") == 2  # one per selection rule
     table = list(csv.DictReader((out / "comparison.csv").open()))
     rows, checkpoint = ([r for r in table if r["selection"] == sel] for sel in ("per_task", "checkpoint"))
@@ -52,6 +61,36 @@ def test_full_contenders_need_no_tickets_and_a_missing_ticket_is_named(tiny_mode
     tickets = ticket_file(tmp_path / "t.json", tasks=("rte",))
     missing = cli("compare", "--task", "rte,stsb", "--output-dir", tmp_path / "t", "--tickets", tickets, *common)
     assert missing.returncode == 2 and "has no ticket for stsb (it has rte)" in missing.stderr, missing.stderr
+
+
+def test_a_task_outside_glue_gets_a_plain_average_and_full_tickets_reuse_the_full_run(
+        tiny_model_dir, glue_slice, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_extra", {})  # a held-out three-way entailment task, registered only here
+    registry.register_task(TaskSpec(name="nli3", labels=["entailment", "neutral", "contradiction"],
+                                    tsv=TsvSource(dir="MNLI", text=["sentence1", "sentence2"], label="gold_label",
+                                                  dev=["dev_matched"])))
+    full = {t: Ticket(np.ones((2, 4), bool), np.ones((2, 37), bool)) for t in ("rte", "nli3")}
+    TicketSet("tiny", SHAPE, full).save(tmp_path / "t.json")
+    trained = []
+
+    def counting_start(cfg, *args):
+        trained.append(Path(cfg.output_dir).parent.name)
+        return start_session(cfg, *args)
+
+    monkeypatch.setattr(train_module, "start_session", counting_start)
+    cfg = load_config(None, ["tasks=[rte, nli3]", f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}",
+                             "train.epochs=1", "train.batch_size=8", "data.max_seq_len=24", f"output_dir={tmp_path / 'cmp'}",
+                             f"tickets_file={tmp_path / 't.json'}", "compare.seeds=[1]",
+                             "compare.contenders=[joint_full, joint_tickets]", f"data.cache_dir={tmp_path / 'cache'}"])
+    full_row, tickets_row = compare(cfg, progress=False)["per_task"]
+    assert trained == ["joint_full"]  # joint_tickets was not trained a second time
+    assert tickets_row.runs_of == "joint_full" and full_row.runs_of is None
+    assert tickets_row.scores == full_row.scores and not (tmp_path / "cmp" / "joint_tickets").exists()
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| average |" in table and "GLUE avg" not in table
+    assert "joint_tickets reuses the runs of joint_full: every super ticket keeps every unit." in table
+    rows = list(csv.DictReader((tmp_path / "cmp" / "comparison.csv").open()))
+    assert [r["runs_of"] for r in rows] == ["", "joint_full"] * 2 and "average" in rows[0]
 
 
 def test_paired_differences_match_a_hand_computation():

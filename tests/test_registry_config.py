@@ -6,6 +6,7 @@ import pytest
 
 from mtl_tickets import registry
 from mtl_tickets.config import Config, load_config
+from mtl_tickets.data import find_split_file
 from mtl_tickets.registry import TaskSpec, TsvSource, register_task
 from mtl_tickets.schema import ConfigError
 
@@ -35,6 +36,13 @@ def test_unknown_task_suggests_the_closest():
 def test_every_config_file_validates(path):
     cfg = load_config(path)
     assert registry.resolve(cfg.tasks)
+
+
+def test_quickstart_tasks_are_registered_with_train_and_dev_data(glue_dir):
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")  # the README's first command
+    for spec in registry.resolve(cfg.tasks):
+        folder = glue_dir / spec.tsv.dir
+        assert all(find_split_file(folder, split) for split in (spec.tsv.train, *spec.tsv.dev)), spec.name
 
 
 def test_overrides_win_and_yaml_floats_without_dot_parse():

@@ -142,7 +142,8 @@ def test_a_sliced_ticket_run_ends_with_the_gated_runs_weights(granularity, tiny_
     runs = {}
     for mode in ("true", "false"):
         cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / mode, "tasks=[rte, stsb]", "sharing=tickets",
-                          f"tickets_file={tickets}", "model.dropout=0", "model.head_dropout=0", f"train.sliced={mode}", "train.keep_checkpoints=true")
+                          f"tickets_file={tickets}", "model.dropout=0", "model.head_dropout=0", f"train.sliced={mode}",
+                          "train.keep_checkpoints=true")
         runs[mode] = train(cfg, progress=False).output_dir
     cut, gated = final_weights(runs["true"]), final_weights(runs["false"])
     assert cut.keys() == gated.keys()
