@@ -18,7 +18,7 @@ from mtl_tickets import checkpoint, registry
 from mtl_tickets.config import Config, load_config
 from mtl_tickets.optim import build_optimizer, build_scheduler
 from mtl_tickets.tickets import find_super_tickets
-from mtl_tickets.train import build_model
+from mtl_tickets.build import build_model
 
 from common import write_result
 from kill_resume import make_inputs

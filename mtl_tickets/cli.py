@@ -95,15 +95,21 @@ FLAG_KEYS = {
 }
 
 
-def build_config(config_file: str | None, tasks: tuple[str, ...], overrides: tuple[str, ...], **flags):
+def build_config(config_file: str | None, tasks: tuple[str, ...], overrides: tuple[str, ...], quiet: bool = False,
+                 settings: dict[str, str | None] | None = None, **flags):
+    """The config file, then `--set` overrides, then a command's own `settings` (key -> value, None: not
+    given), then the shared flags; `--quiet` takes effect from here on."""
     from .config import load_config
 
-    items = list(overrides)
+    items = list(overrides) + [f"{key}={value}" for key, value in (settings or {}).items() if value is not None]
     if tasks:
         names = [n.strip() for t in tasks for n in t.split(",") if n.strip()]
         items.append(f"tasks={json.dumps(names)}")
     items += [f"{FLAG_KEYS[k]}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-    return load_config(config_file, items)
+    cfg = load_config(config_file, items)
+    if quiet:
+        hush()
+    return cfg
 
 
 @main.command()
@@ -123,9 +129,7 @@ def train(config_file, tasks, overrides, quiet, **flags) -> None:
     """
     from .train import format_results, train as run_training
 
-    cfg = build_config(config_file, tasks, overrides, **flags)
-    if quiet:
-        hush()
+    cfg = build_config(config_file, tasks, overrides, quiet, **flags)
     result = run_training(cfg, progress=not quiet)
     click.echo(format_results(result.results))
     click.echo(f"run directory: {result.output_dir}")
@@ -203,16 +207,9 @@ def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, spa
     """
     from .tickets import find_super_tickets, format_super_tickets
 
-    extra = list(overrides)
-    if ffn_granularity:
-        extra.append(f"tickets.ffn_granularity={ffn_granularity}")
-    if sparsity_mode:
-        extra.append(f"tickets.sparsity_mode={sparsity_mode}")
-    if sparsities:
-        extra.append(f"tickets.sparsities=[{sparsities}]")
-    cfg = build_config(config_file, tasks, tuple(extra), **flags)
-    if quiet:
-        hush()
+    settings = {"tickets.ffn_granularity": ffn_granularity, "tickets.sparsity_mode": sparsity_mode,
+                "tickets.sparsities": f"[{sparsities}]" if sparsities else None}
+    cfg = build_config(config_file, tasks, overrides, quiet, settings, **flags)
     click.echo(format_super_tickets(find_super_tickets(cfg, progress=not quiet)))
     click.echo(f"ticket set: {Path(cfg.output_dir) / 'tickets.json'}")
 
@@ -318,14 +315,8 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
     """
     from .compare import compare
 
-    extra = list(overrides)
-    if tickets_file:
-        extra.append(f"tickets_file={json.dumps(tickets_file)}")
-    if seeds:
-        extra.append(f"compare.seeds=[{seeds}]")
-    cfg = build_config(config_file, tasks, tuple(extra), **flags)
-    if quiet:
-        hush()
+    settings = {"tickets_file": json.dumps(tickets_file) if tickets_file else None, "compare.seeds": f"[{seeds}]" if seeds else None}
+    cfg = build_config(config_file, tasks, overrides, quiet, settings, **flags)
     compare(cfg, progress=not quiet)
     click.echo((Path(cfg.output_dir) / "comparison.md").read_text())
 
