@@ -38,6 +38,7 @@ def test_every_config_file_validates(path):
     assert registry.resolve(cfg.tasks)
 
 
+@pytest.mark.real_data
 def test_quickstart_tasks_are_registered_with_train_and_dev_data(glue_dir):
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")  # the README's first command
     for spec in registry.resolve(cfg.tasks):
