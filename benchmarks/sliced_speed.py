@@ -83,7 +83,7 @@ def pruned_copy(dense: MultiTaskModel, ticket: Ticket, block: int) -> MultiTaskM
     padded, placeholders = padded_ticket(ticket, block)
     pruned = copy.deepcopy(dense)
     with torch.no_grad():
-        ffn_out = module_paths(pruned.encoder)["ffn_out"]
+        ffn_out = module_paths(pruned.encoder).ffn_out
         for layer, extra in zip(encoder_layers(pruned.encoder), placeholders, strict=True):
             layer.get_submodule(ffn_out).weight[:, extra] = 0  # before slicing: placeholder neurons add nothing
     prune_encoder(pruned.encoder, padded)
