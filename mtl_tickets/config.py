@@ -98,6 +98,9 @@ class TrainConfig:
     # AdamW's fused kernel (Adamax: its foreach one): the same update in one pass over the weights instead
     # of one per operation, the optimizer step 8x faster on the CPU (speed.md); false: torch's default.
     fused_optimizer: bool = True
+    # torch.compile the model (forward and backward; nn.Module.compile, so checkpoints keep their names): meant
+    # for GPUs, where fusing kernels pays; unmeasured there, so off. On this 2-core CPU it was no faster.
+    compile: bool = False
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
     checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)

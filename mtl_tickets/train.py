@@ -152,6 +152,8 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     data = {s.name: load_task(s, tokenizer, cfg.data) for s in specs}
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, specs, world.device)
+    if cfg.train.compile:
+        model.compile()  # in place: the same module, parameters and state-dict names
     if world.is_main:
         checkpoint.check_free_space(out, model)
     tickets = run_tickets(cfg, model, out if world.is_main else None)

@@ -94,13 +94,16 @@ def train_losses(cfg) -> list[float]:
     return [v for x in (out / "metrics.jsonl").read_text().splitlines() for k, v in json.loads(x).items() if k.endswith("/loss")]
 
 
-@pytest.mark.parametrize("switch", ["cpu_bf16", "fused_optimizer"])
+@pytest.mark.parametrize("switch", ["cpu_bf16", "fused_optimizer", pytest.param("compile", marks=pytest.mark.slow)])
 def test_each_speed_switch_trains_to_the_losses_of_the_plain_step(tiny_model_dir, glue_slice, tmp_path, monkeypatch, switch):
-    """bf16 autocast and the fused optimizer change rounding, not training: the same losses, step by step."""
+    """bf16 autocast, the fused optimizer and compilation change rounding, not training: the same
+    losses, step by step (compiling takes minutes on a CPU, hence slow). Compiled dropout draws its
+    masks from another generator, so that comparison runs without dropout."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # emulated where the CPU lacks it
-    plain = ["train.cpu_bf16=false", "train.fused_optimizer=false"]
-    fast = [x for x in plain if switch not in x]
-    args = ("tasks=[rte, mrpc]", "train.epochs=2", "train.lr=1e-3")
+    plain = ["train.cpu_bf16=false", "train.fused_optimizer=false", "train.compile=false"]
+    fast = [f"train.{switch}=true" if switch in x else x for x in plain]
+    no_dropout = ("model.dropout=0", "model.head_dropout=0") if switch == "compile" else ()
+    args = ("tasks=[rte, mrpc]", "train.epochs=2", "train.lr=1e-3", *no_dropout)
     a = train_losses(tiny_config(tiny_model_dir, glue_slice, tmp_path / "plain", *args, *plain))
     b = train_losses(tiny_config(tiny_model_dir, glue_slice, tmp_path / "fast", *args, *fast))
     assert len(a) == len(b) == 16 and a != b  # the switch really changed the step
