@@ -99,7 +99,7 @@ class TrainConfig:
     # of one per operation, the optimizer step 8x faster on the CPU (speed.md); false: torch's default.
     fused_optimizer: bool = True
     # torch.compile the model (forward and backward; nn.Module.compile, so checkpoints keep their names): meant
-    # for GPUs, where fusing kernels pays; unmeasured there, so off. On this 2-core CPU it was no faster.
+    # for GPUs, where fusing kernels pays; unmeasured there, so off (on a 2-core CPU the Trainer's compile was no faster).
     compile: bool = False
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
