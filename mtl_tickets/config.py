@@ -91,7 +91,16 @@ class TrainConfig:
     # units' weight slices, so a step costs what the ticket keeps; false: gates multiply, nothing skipped.
     sliced: bool = True
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop, or skip that update
-    bf16: bool = True  # bf16 autocast on a GPU (ignored on the CPU, which trains in fp32)
+    bf16: bool = True  # bf16 autocast on a GPU
+    # bf16 autocast on a CPU with native bf16 instructions (avx512_bf16 or AMX), ignored on others (emulated
+    # bf16 is slower than fp32). Training 1.56x faster on an avx512_bf16 CPU (speed.md); false: fp32.
+    cpu_bf16: bool = True
+    # AdamW's fused kernel (Adamax: its foreach one): the same update in one pass over the weights instead
+    # of one per operation: 16 ms instead of 277 a step on a 2-core CPU (speed.md); false: torch's default.
+    fused_optimizer: bool = True
+    # torch.compile the model (forward and backward; nn.Module.compile, so checkpoints keep their names): meant
+    # for GPUs, where fusing kernels pays; unmeasured there, so off (on a 2-core CPU the Trainer's compile was no faster).
+    compile: bool = False
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
     checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)

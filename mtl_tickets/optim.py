@@ -23,8 +23,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, gate_lr: float | None = 
     if gate:
         groups.append({"params": gate, "weight_decay": 0.0, "lr": gate_lr or cfg.lr})
     if cfg.optimizer == "adamax":
-        return torch.optim.Adamax(groups, lr=cfg.lr)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        return torch.optim.Adamax(groups, lr=cfg.lr, foreach=cfg.fused_optimizer or None)  # Adamax has no fused kernel
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=cfg.fused_optimizer or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:

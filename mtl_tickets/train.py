@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, distributed, rundir, sliced
 from . import gates as gating
 from .build import attach_sharing, build_model, frozen_slices, run_tickets, trainable_specs
-from .config import Config, save_config
+from .config import Config, TrainConfig, save_config
 from .data import TaskData, TaskStream, load_task
 from .distributed import World
 from .encoders import load_tokenizer
@@ -152,6 +152,8 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     data = {s.name: load_task(s, tokenizer, cfg.data) for s in specs}
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, specs, world.device)
+    if cfg.train.compile:
+        model.compile()  # in place: the same module, parameters and state-dict names
     if world.is_main:
         checkpoint.check_free_space(out, model)
     tickets = run_tickets(cfg, model, out if world.is_main else None)
@@ -179,10 +181,9 @@ def train_step(s: Session, task: str) -> float:
     update (`skip`); either way nothing non-finite reaches the weights or a checkpoint."""
     s.model.train()
     batch = {k: v.to(s.world.device) for k, v in s.streams[task].next(s.world).items()}
-    bf16 = s.cfg.train.bf16 and s.world.device.type == "cuda"
     sharing = getattr(s.model, "sharing", None)
     gates = sharing.sampled_gates(task) if sharing is not None else s.gates.get(task)
-    with sliced.through(s.model.encoder, gates), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+    with sliced.through(s.model.encoder, gates), bf16_autocast(s.cfg.train, s.world.device):
         loss = s.model.loss(s.model(batch, task), batch["labels"], task)
     if sharing is not None:
         loss = loss + sharing.budget_loss(task)
@@ -201,6 +202,15 @@ def train_step(s: Session, task: str) -> float:
         handle_nonfinite(s, task, loss.item())
     s.scheduler.step()
     return value
+
+
+def bf16_autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast where it pays: on a GPU (`train.bf16`), or on a CPU with native bf16 instructions
+    (`train.cpu_bf16`); a CPU without them emulates bf16, slower than fp32, and keeps fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16)
+    native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return torch.autocast("cpu", torch.bfloat16, enabled=cfg.cpu_bf16 and native)
 
 
 def handle_nonfinite(s: Session, task: str, loss: float) -> None:

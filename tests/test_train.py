@@ -3,13 +3,14 @@
 import json
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
 from mtl_tickets import checkpoint
-from mtl_tickets.config import load_config
+from mtl_tickets.config import TrainConfig, load_config
 from mtl_tickets.schema import ConfigError
-from mtl_tickets.train import Plan, train
+from mtl_tickets.train import Plan, bf16_autocast, train
 
 
 def tiny_config(tiny_model_dir, glue_slice, out, *extra):
@@ -86,3 +87,33 @@ def test_plan_evaluates_every_epoch_and_at_the_end():
     plan = Plan.of({"a": 6, "b": 4}, cfg)
     assert (plan.steps_per_epoch, plan.total_steps) == (10, 25)
     assert plan.eval_steps == {10, 20, 25}
+
+
+def train_losses(cfg) -> list[float]:
+    out = train(cfg, progress=False).output_dir
+    return [v for x in (out / "metrics.jsonl").read_text().splitlines() for k, v in json.loads(x).items() if k.endswith("/loss")]
+
+
+@pytest.mark.parametrize("switch", ["cpu_bf16", "fused_optimizer", pytest.param("compile", marks=pytest.mark.slow)])
+def test_each_speed_switch_trains_to_the_losses_of_the_plain_step(tiny_model_dir, glue_slice, tmp_path, monkeypatch, switch):
+    """bf16 autocast, the fused optimizer and compilation change rounding, not training: the same
+    losses, step by step (compiling takes minutes on a CPU, hence slow). Compiled dropout draws its
+    masks from another generator, so that comparison runs without dropout."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # emulated where the CPU lacks it
+    plain = ["train.cpu_bf16=false", "train.fused_optimizer=false", "train.compile=false"]
+    fast = [f"train.{switch}=true" if switch in x else x for x in plain]
+    no_dropout = ("model.dropout=0", "model.head_dropout=0") if switch == "compile" else ()
+    args = ("tasks=[rte, mrpc]", "train.epochs=2", "train.lr=1e-3", *no_dropout)
+    a = train_losses(tiny_config(tiny_model_dir, glue_slice, tmp_path / "plain", *args, *plain))
+    b = train_losses(tiny_config(tiny_model_dir, glue_slice, tmp_path / "fast", *args, *fast))
+    assert len(a) == len(b) == 16 and a != b  # the switch really changed the step
+    assert b == pytest.approx(a, abs=5e-3)
+
+
+def test_cpu_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert bf16_autocast(TrainConfig(), cpu)._enabled is native
+        assert bf16_autocast(TrainConfig(cpu_bf16=False), cpu)._enabled is False
