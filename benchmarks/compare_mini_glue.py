@@ -79,6 +79,8 @@ def write_summary() -> None:
     results = RESULTS / "compare_mini_glue"
     command = json.loads((results / "command.json").read_text())
     lines = ["# Shared vs task-specific tickets (mini-GLUE v1)", "",
+             f"Protocol: {command['protocol']} (../shared/PROTOCOL.md). These v1 readings rest on 3 seeds; "
+             "gaps inside seed noise are no detectable difference.", "",
              "Default encoder; CoLA on all of its train set, SST-2, MRPC, STS-B and RTE on 2,000 examples each;",
              "3 epochs, lr 1e-4, batch 32, proportional task sampling for joint runs. Dev scores; MRPC and STS-B",
              "as the mean of their two metrics. `params/task` is the mean fraction of encoder-layer parameters a",

@@ -37,6 +37,8 @@ def run_task(task: str, glue_dir: str, runs: Path) -> list[str]:
 
 def summarize(tasks: list[str], commands: dict[str, str]) -> str:
     lines = [f"# Phase-transition sweep ({PROTOCOL})", "",
+             f"Protocol: {PROTOCOL} (../shared/PROTOCOL.md). These v1 readings rest on 3 seeds; "
+             "gaps inside seed noise are no detectable difference.", "",
              "Default encoder, FFN neuron granularity, `units` sparsity (that fraction of heads and of FFN neurons removed),",
              "best-epoch dev metric (the paper's selection). Seed 1 for the grid; the full model and the best winning",
              "ticket rerun with seeds 1, 2, 3 (mean ± std). `kept` is the fraction of encoder parameters kept.", ""]
