@@ -28,7 +28,7 @@ def default_device() -> torch.device:
 
 def trainable_specs(cfg: Config) -> list[registry.TaskSpec]:
     """The tasks a run trains: its configured tasks and tags, less prediction-only sets such as AX."""
-    return [s for s in registry.resolve(cfg.tasks) if s.trainable]
+    return registry.trainable(cfg.tasks)
 
 
 def build_model(cfg: Config, specs: list[registry.TaskSpec], device: torch.device | None = None) -> MultiTaskModel:

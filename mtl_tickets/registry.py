@@ -144,6 +144,11 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def trainable(names: list[str]) -> list[TaskSpec]:
+    """`resolve(names)` less the prediction-only sets (AX), which use another task's head."""
+    return [s for s in resolve(names) if s.trainable]
+
+
 def resolve(names: list[str]) -> list[TaskSpec]:
     """Task specs for names; a tag (e.g. `glue`) stands for every trainable task carrying it."""
     tasks = all_tasks()

@@ -28,7 +28,7 @@ def validate(cfg: Config) -> None:
 
 def trainable_tasks(cfg: Config) -> list[str]:
     """The run's task names (tags expanded); prediction-only sets such as AX train nothing."""
-    names = [s.name for s in registry.resolve(cfg.tasks) if s.trainable]
+    names = [s.name for s in registry.trainable(cfg.tasks)]
     if not names:
         raise ConfigError(f"tasks {cfg.tasks}: none of them can be trained (prediction-only sets use another task's head)")
     return names
