@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,16 +49,28 @@ def ideal_ratio(task_root: Path, seq_len: int) -> dict:
     return {"cells": [p.name for p in cells], "kept_flops_mean": ticket / len(cells), "ideal": full / ticket}
 
 
+def sample_load(loads: list[float], done: threading.Event) -> None:
+    """The 1-minute load average every 30 s: the benchmark is worth as much as the machine was quiet
+    (the sweep itself is about 2 on 2 cores; more means something else ran beside it)."""
+    while not done.wait(30):
+        loads.append(os.getloadavg()[0])
+
+
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     out = Path(args.work_dir) / name
     cmd = ["mtl-tickets", "tickets", "find", "--config", args.config, "--task", args.task, "--glue-dir", args.glue_dir,
            "--output-dir", str(out), "--quiet"] + [f"--set={s}" for s in VARIANTS[name]]
     resumed = out.exists()
+    loads, done = [], threading.Event()
+    sampler = threading.Thread(target=sample_load, args=(loads, done), daemon=True)
+    sampler.start()
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     seconds = time.perf_counter() - start
+    done.set()
     chosen = TicketSet.load(out / "tickets.json").tickets[args.task]
     return {"command": " ".join(cmd), "seconds": seconds, "resumed": resumed,
+            "load_average_1min": {"mean": statistics.mean(loads or [0.0]), "max": max(loads or [0.0])},
             "super_ticket": {k: chosen.info[k] for k in ("kind", "sparsity")},
             "super_ticket_units": [int(chosen.attn_heads.sum()), int(chosen.ffn.sum())],
             **ideal_ratio(out / args.task, args.seq_len)}
