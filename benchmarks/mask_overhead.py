@@ -12,9 +12,9 @@ import argparse
 
 from common import default_model_and_ticket, random_batch, time_alternating, write_result
 from mtl_tickets import gates as gating
-from mtl_tickets.build import frozen_slices
 from mtl_tickets.config import TrainConfig
 from mtl_tickets.optim import FrozenSlices, build_optimizer
+from mtl_tickets.sharing import FixedTickets
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     model, ticket = default_model_and_ticket(0.3)
     gates = ticket.gates()
     optimizer = build_optimizer(model, TrainConfig())
-    slices = frozen_slices(model, {"rte": ticket})["rte"]
+    slices = FixedTickets({"rte": ticket}).frozen(model.encoder, "rte")
     batch = random_batch(args.batch_size, args.seq_len, labels=True)
 
     def step(gated: bool, frozen: bool) -> None:

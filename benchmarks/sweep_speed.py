@@ -5,7 +5,7 @@ that the cells' kept FLOPs allow, and whether both sweeps chose the same super t
 
     python benchmarks/sweep_speed.py --glue-dir ../shared/data/glue --task mrpc
 
-Each finished variant is written to benchmarks/results/sweep_speed.json at once; rerunning skips it,
+Each finished variant is written to sweep_speed.json in benchmarks/results/ at once; rerunning skips it,
 so a killed benchmark resumes with the variant it was in (its sweep resumes too, but its wall time
 then counts only the part after the restart, which the result says).
 """

@@ -82,19 +82,27 @@ def ticket_map_figure(ticket: Ticket, task: str) -> Figure:
     return fig
 
 
-def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: str, vmax: float | None = 1.0) -> Figure:
-    """A labelled task x task heatmap with the value in each cell."""
+def heatmap_figure(matrix: Sequence[Sequence[float]], labels: list[str], title: str, vmax: float | None = 1.0,
+                   signed: bool = False) -> Figure:
+    """A labelled task x task heatmap with the value in each cell; `signed` centres a diverging scale
+    on 0 (for changes), `vmax=None` scales to the data (for counts)."""
     data = np.asarray(matrix, dtype=float)
     fig = new_figure(1.2 + 0.8 * len(labels), 1.0 + 0.7 * len(labels))
     ax = fig.subplots()
-    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=vmax)
+    if signed:
+        limit = max(float(np.abs(data).max()), 0.01)
+        image = ax.imshow(data, cmap="coolwarm", vmin=-limit, vmax=limit)
+        vmax = None
+    else:
+        image = ax.imshow(data, cmap="viridis", vmin=0, vmax=vmax)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
             value = data[i, j]
             text = f"{value:.2f}" if value < 10 else f"{value:.0f}"
-            ax.text(j, i, text, ha="center", va="center", color="white" if value < 0.6 * (vmax or data.max()) else "black", fontsize=8)
+            dark = not signed and value < 0.6 * (vmax or data.max() or 1)  # viridis is dark at its low end
+            ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black", fontsize=8)
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()

@@ -1,5 +1,4 @@
-"""Building a run's pieces from its config: the model, its tickets, the adaptive sharing module and
-the weight slices frozen per task.
+"""Building a run's pieces from its config: the model, its tickets and its gate source (`model.sharing`).
 
 The recipes (`train.py`), reopening a finished run (`inference.py`, and through it export and the
 ticket search) and the benchmarks all build with these, so the same config always builds the same run.
@@ -17,9 +16,8 @@ from .encoders import load_encoder
 from .gates import EncoderShape
 from .masks import Ticket, TicketSet
 from .model import MultiTaskModel
-from .pruning import owned_slices
 from .schema import ConfigError
-from .sharing import SharingModule
+from .sharing import AdaptiveSharing, FixedTickets, FullSharing
 
 
 def default_device() -> torch.device:
@@ -60,17 +58,12 @@ def run_tickets(cfg: Config, model: MultiTaskModel, out: Path | None) -> dict[st
     return ticket_set.tickets
 
 
-def attach_sharing(model: MultiTaskModel, tickets: dict[str, Ticket], cfg: Config) -> None:
-    """Give the model the adaptive sharing module (`sharing: adaptive`), starting at `tickets`."""
-    device = next(model.parameters()).device
-    model.add_module("sharing", SharingModule.from_config(tickets, cfg.adaptive).to(device))
-
-
-def frozen_slices(model: MultiTaskModel, tickets: dict[str, Ticket]) -> dict[str, list]:
-    """Per task, the (parameter, dim, index) slices its masked units own, for `optim.FrozenSlices`."""
-    device = next(model.parameters()).device
-    out = {}
-    for name, t in tickets.items():
-        slices = owned_slices(model.encoder, t.attn_heads, t.ffn)
-        out[name] = [(model.encoder.get_parameter(p), dim, torch.as_tensor(i, device=device)) for p, dim, i in slices]
-    return out
+def build_sharing(cfg: Config, model: MultiTaskModel, tickets: dict[str, Ticket]) -> None:
+    """Give the model its gate source: none (`full`), the fixed `tickets`, or `adaptive` starting at them."""
+    if cfg.sharing == "full":
+        sharing = FullSharing()
+    elif cfg.sharing == "tickets":
+        sharing = FixedTickets(tickets, cfg.train.sliced)
+    else:
+        sharing = AdaptiveSharing(tickets, cfg.adaptive, cfg.train.sliced)
+    model.sharing = sharing.to(next(model.parameters()).device)

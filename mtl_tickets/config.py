@@ -163,19 +163,25 @@ class TicketsConfig:
 
 @dataclass
 class SharingConfig:
-    """The adaptive sharing module (`sharing: adaptive`), mtl_tickets/sharing.py."""
+    """The adaptive sharing module (`sharing: adaptive`), mtl_tickets/sharing.py: fixed-budget learned
+    tickets starting at the super tickets."""
 
-    scale: float = 3.0  # |initial gate logit| of a unit, from its super ticket
-    borrow: float = 2.0  # how far full affinity to another task moves a logit toward that task's ticket
-    affinity_init: float = -4.0  # initial task x task affinity logit (sigmoid(-4) = 0.018: nearly independent)
-    temperature: float = 0.5  # of the straight-through sigmoid
-    budget_weight: float = 10.0  # weight of (expected density - target density)^2
-    lr: float = 0.01  # learning rate of the gate logits and the affinity (no weight decay)
+    margin: float = 0.5  # initial score of a unit: +margin kept by its super ticket, -margin removed
+    lr: float = 0.01  # learning rate of the scores (their own AdamW group, no weight decay)
+    warmup: float = 0.1  # fraction of the steps, at the start, with the masks fixed (the heads adapt first)
+    cooldown: float = 0.1  # fraction at the end with the masks fixed (the weights settle on them)
+    borrow: bool = True  # a task may take units that only other tasks' tickets keep
+    share_weight: float = 0.0  # AdaShare's sharing loss: pulls a task's scores toward the others' mean
 
     def __post_init__(self) -> None:
-        for key in ("scale", "temperature", "lr"):
+        for key in ("margin", "lr"):
             if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+                raise ValueError(f"adaptive.{key} must be > 0, got {getattr(self, key)}")
+        if self.share_weight < 0:
+            raise ValueError(f"adaptive.share_weight must be >= 0, got {self.share_weight}")
+        if not (0 <= self.warmup and 0 <= self.cooldown and self.warmup + self.cooldown < 1):
+            raise ValueError(f"adaptive.warmup and adaptive.cooldown must be >= 0 with a sum below 1 (masks must learn "
+                             f"for some steps), got {self.warmup} and {self.cooldown}")
 
 
 @dataclass

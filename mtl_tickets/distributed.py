@@ -48,8 +48,10 @@ def init() -> World:
 def average_gradients(model: nn.Module, world: World) -> None:
     if world.size == 1:
         return
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    # Every rank ran the same task through the same gates, so the same parameters have gradients; the
+    # others (other tasks' heads and scores) keep none, and Adam leaves them alone, as in one process.
+    params = [p for p in model.parameters() if p.grad is not None]
+    grads = [p.grad for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= world.size

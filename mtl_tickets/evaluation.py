@@ -1,4 +1,4 @@
-"""Dev-set evaluation through each task's own gates, and GLUE test-set submission files."""
+"""Dev-set evaluation through each task's own gates (`model.sharing`), and GLUE test-set submission files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import gates as gating
 from . import metrics, sliced
 from .data import Encoded, TaskData, collate, eval_batches
 from .model import MultiTaskModel
@@ -15,15 +14,14 @@ from .registry import TaskSpec
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, data: Encoded, task: str, batch_size: int,
-            gates: gating.Gates | sliced.SlicedTicket | None = None) -> np.ndarray:
-    """Predictions in example order: class ids, or scores for regression; through the task's gates
-    or its sliced ticket."""
+def predict(model: MultiTaskModel, data: Encoded, task: str, batch_size: int) -> np.ndarray:
+    """Predictions in example order: class ids, or scores for regression; through the task's
+    evaluation gates (binary and deterministic: its ticket, sliced or gated)."""
     was_training = model.training
     model.eval()
     out = np.zeros(len(data), dtype=np.float32 if model.specs[task].kind == "regression" else np.int64)
     device = next(model.parameters()).device
-    with sliced.through(model.encoder, gates):
+    with sliced.through(model.encoder, model.sharing.eval_gates(model.encoder, task)):
         for index in eval_batches(data.lengths, batch_size):
             batch = {k: v.to(device) for k, v in collate(data, index).items() if k != "labels"}
             out[index] = model.predictions(model(batch, task), task).float().cpu().numpy()
@@ -31,12 +29,11 @@ def predict(model: MultiTaskModel, data: Encoded, task: str, batch_size: int,
     return out
 
 
-def evaluate(model: MultiTaskModel, task: TaskData, batch_size: int,
-             gates: gating.Gates | sliced.SlicedTicket | None = None) -> dict[str, dict[str, float]]:
+def evaluate(model: MultiTaskModel, task: TaskData, batch_size: int) -> dict[str, dict[str, float]]:
     """{dev split: {metric: value}} for one task."""
     results = {}
     for split, data in task.dev.items():
-        pred = predict(model, data, task.spec.name, batch_size, gates)
+        pred = predict(model, data, task.spec.name, batch_size)
         results[split] = metrics.compute(task.spec.metrics, pred, data.labels)
     return results
 

@@ -146,12 +146,11 @@ def export_run(run_dir: str | Path, task: str, out_dir: str | Path, tickets_file
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg, model = load_run(run_dir)
     shape = EncoderShape.of(model.encoder)
-    source = tickets_file or (run_dir / "tickets.json" if cfg.sharing == "tickets" else None)
-    if source is None:
-        ticket = Ticket.full(shape)
+    if tickets_file is None:  # what the run evaluates through: its ticket, its learned ticket, or everything
+        ticket = model.sharing.tickets().get(task, Ticket.full(shape))
     else:
-        tickets = TicketSet.load(Path(source), expect=shape).tickets
+        tickets = TicketSet.load(Path(tickets_file), expect=shape).tickets
         if task not in tickets:
-            raise ConfigError(f"{source} has no ticket for {task!r}; it has {sorted(tickets)}")
+            raise ConfigError(f"{tickets_file} has no ticket for {task!r}; it has {sorted(tickets)}")
         ticket = tickets[task]
     return export(model, task, ticket, load_tokenizer(cfg.model.name), out_dir, cfg.model.name)

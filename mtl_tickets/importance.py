@@ -14,6 +14,7 @@ are L2-normalised per layer; FFN neuron scores too; whole-layer FFN scores are l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ from tqdm.auto import tqdm
 from . import gates as gating
 from .data import Encoded, collate
 from .gates import EncoderShape, Gates
-from .model import MultiTaskModel
+
+if TYPE_CHECKING:  # the model holds its gate source, which reads pruning, which reads these scores
+    from .model import MultiTaskModel
 
 
 @dataclass(frozen=True)

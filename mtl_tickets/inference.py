@@ -5,27 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoint, registry
-from .build import attach_sharing, build_model, load_tickets, trainable_specs
+from .build import build_model, build_sharing, load_tickets, trainable_specs
 from .config import Config, load_config
 from .data import load_task
 from .encoders import load_tokenizer
 from .evaluation import evaluate, predict, write_submission
-from .gates import Gates
 from .model import MultiTaskModel
 from .schema import ConfigError
-from .sliced import SlicedTicket, fixed
 
 
 def load_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "best") -> tuple[Config, MultiTaskModel]:
-    """The run's resolved config and its model with the chosen weights loaded."""
+    """The run's resolved config and its model with the chosen weights loaded, gates included (its
+    tickets, or the adaptive scores, which are weights)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the --output-dir of a train run")
     overrides = [f"data.glue_dir={glue_dir}"] if glue_dir else []
     cfg = load_config(run_dir / "config.yaml", overrides)
     model = build_model(cfg, trainable_specs(cfg))
-    if cfg.sharing == "adaptive":
-        attach_sharing(model, load_tickets(run_dir / "tickets.json", model).tickets, cfg)
+    build_sharing(cfg, model, load_tickets(run_dir / "tickets.json", model).tickets if cfg.sharing != "full" else {})
     if weights == "best":
         path = run_dir / "best" / "model.safetensors"
     else:
@@ -45,24 +43,13 @@ def missing_weights_hint(cfg: Config, run_dir: Path, weights: str) -> str:
     return "train it first"
 
 
-def run_gates(cfg: Config, model: MultiTaskModel, run_dir: Path) -> dict[str, Gates | SlicedTicket]:
-    """How a run evaluates each task: through its ticket (sliced unless `train.sliced` is off), or the
-    adaptive module's hard gates; nothing for `full`."""
-    if cfg.sharing == "adaptive":
-        return {name: model.sharing.hard_gates(name) for name in model.specs}
-    if cfg.sharing != "tickets":
-        return {}
-    return {name: fixed(model.encoder, t, cfg.train.sliced) for name, t in load_tickets(run_dir / "tickets.json", model).tickets.items()}
-
-
 def evaluate_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "best") -> dict[str, dict[str, dict[str, float]]]:
     """Dev metrics of a run's best (or last) weights through its gates: task -> split -> metric -> value."""
     run_dir = Path(run_dir)
     cfg, model = load_run(run_dir, glue_dir, weights)
     tokenizer = load_tokenizer(cfg.model.name)
-    gates = run_gates(cfg, model, run_dir)
     return {
-        name: evaluate(model, load_task(spec, tokenizer, cfg.data), cfg.train.eval_batch_size, gates.get(name))
+        name: evaluate(model, load_task(spec, tokenizer, cfg.data), cfg.train.eval_batch_size)
         for name, spec in model.specs.items()
     }
 
@@ -78,7 +65,6 @@ def predict_run(run_dir: str | Path, out_dir: str | Path | None = None, glue_dir
     run_dir = Path(run_dir)
     cfg, model = load_run(run_dir, glue_dir)
     tokenizer = load_tokenizer(cfg.model.name)
-    gates = run_gates(cfg, model, run_dir)
     out_dir = Path(out_dir or run_dir / "predictions")
     borrowers = [s for s in registry.all_tasks().values() if s.predict_with in model.specs]
     written = []
@@ -87,6 +73,6 @@ def predict_run(run_dir: str | Path, out_dir: str | Path | None = None, glue_dir
         task = load_task(spec, tokenizer, cfg.data, with_test=True)
         test_splits = list(spec.tsv.test if spec.tsv and cfg.data.resolved_glue_dir() else spec.hub.test)
         for split, data in task.test.items():
-            pred = predict(model, data, head, cfg.train.eval_batch_size, gates.get(head))
+            pred = predict(model, data, head, cfg.train.eval_batch_size)
             written.append(write_submission(spec, test_splits.index(split), pred, out_dir))
     return written

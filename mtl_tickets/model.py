@@ -1,5 +1,6 @@
-"""`MultiTaskModel`: one shared encoder and one small head per task. It never mentions masks:
-gates are applied around a forward by `gates.applied` (PEFT style)."""
+"""`MultiTaskModel`: one shared encoder, one small head per task, and the run's gate source
+(`model.sharing`, mtl_tickets/sharing.py), which says which units each task runs through. The forward
+itself never mentions masks: callers apply the task's gates around it (`sliced.through`, PEFT style)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import TaskSpec
+from .sharing import FullSharing, Sharing
 
 
 class TaskHead(nn.Module):
@@ -44,6 +46,7 @@ class MultiTaskModel(nn.Module):
         self.specs = {s.name: s for s in specs}
         hidden = encoder.config.hidden_size
         self.task_heads = nn.ModuleDict({s.name: TaskHead(hidden, s.num_outputs, head_dropout) for s in specs})
+        self.sharing: Sharing = FullSharing()  # build.build_sharing sets the run's own
 
     def reset_task_heads(self, seed: int) -> None:
         for name, head in self.task_heads.items():

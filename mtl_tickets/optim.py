@@ -10,14 +10,14 @@ from .config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, gate_lr: float | None = None) -> torch.optim.Optimizer:
-    """Parameters named `sharing.*` (adaptive gate logits) get `gate_lr` and no weight decay."""
-    decay, no_decay, gate = [], [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("sharing."):
-            gate.append(param)
-        else:
+    """The gate source's parameters (`model.sharing`: adaptive unit scores) get `gate_lr` and no weight
+    decay; the rest weight decay except biases and LayerNorm weights."""
+    sharing = getattr(model, "sharing", None)
+    gate = [p for p in sharing.parameters() if p.requires_grad] if sharing is not None else []
+    gate_ids = {id(p) for p in gate}
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad and id(param) not in gate_ids:
             (no_decay if param.dim() < 2 else decay).append(param)  # biases and LayerNorm weights
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if gate:

@@ -1,136 +1,206 @@
-"""Adaptive ticket sharing (DESIGN.md decision 8): per-task gates learned jointly, starting from the
-super tickets, with a learned task x task affinity through which a task can take up units of other
-tasks' tickets.
+"""How tasks share the encoder: one gate source per `sharing` mode, kept on the model as
+`model.sharing`. Training, evaluation, export, `overlap` and the optimizer all ask it which units a task
+runs through; nothing else decides.
 
-For task t and every unit u (attention heads, FFN units), the gate logit is
+- `full` (MT-DNN): every task runs the whole encoder.
+- `tickets` (Tickets-Share): each task through its fixed super ticket, sliced by default (issue #14).
+- `adaptive`: each task through a ticket it learns, starting at its super ticket (DESIGN.md decision 8).
 
-    z_t[u] = scale * (2 T_t[u] - 1) + delta_t[u] + borrow * sum_{s != t} sigmoid(A[t, s]) * (2 T_s[u] - 1)
+Adaptive sharing is a fixed-budget swap. Task t keeps, per unit type (heads, FFN units), the k_t units
+with the highest learned scores, k_t = its super ticket's count: every task runs at exactly its super
+ticket's size, so the comparison with Tickets-Share is at equal parameters, and a change is a swap in
+rank, not the crossing of a far threshold. The scores start at +margin (kept) and -margin (removed). The
+gates are the binary top-k in training and evaluation alike (no sampling noise, no train/eval
+mismatch); gradients pass straight through to the scores (movement pruning's top-k). A score's gradient
+is <dL/dO_u, O_u>, the first-order effect of turning unit u on or off, which the gated forward computes
+for removed units too: a task sees the gradient of a unit it does not keep, including one that only
+another task's ticket keeps (borrowing; `adaptive.borrow: false` limits its gains to units no other
+ticket keeps). Scores are per task and unit, in their own optimizer group (no weight decay, their own
+learning rate), frozen for a warm-up while the heads adapt and for a cool-down while the weights settle
+on the final masks. An optional sharing loss (AdaShare's form) pulls a task's scores toward the others'.
 
-where T are the super tickets (binary), delta_t learned offsets (start 0) and A the affinity
-(start `affinity_init`, so sigmoid(A) is small): at the start the hard gates `z > 0` are exactly the
-tickets. Training samples binary gates with logistic noise and passes gradients straight through a
-sigmoid (straight-through Gumbel-sigmoid): the forward pass always runs a binary subnetwork, the one
-evaluation and export use (no soft-gate scaling to unlearn), while gradients reach delta and A.
-Evaluation uses `z > 0`. A quadratic budget term keeps each task's expected density at its target
-(default: its super ticket's density).
+Why this design: the first one (logit offsets at a +-3 margin, one affinity scalar per task pair,
+logistic sampling noise and a quadratic density budget) moved no unit in any seed of mini-GLUE v1; a
+probe with a faster rate moved units one way only, regrowing the full model. Adam moves a score by about
+its learning rate per step, so a swap needs about margin / lr steps of a consistent gradient: 50 at the
+defaults, within the ~300 steps a task gets in a joint mini-GLUE run; a top-k holds the density by
+construction. `../shared/reference/adaptive_sharing.md` has the methods this follows.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import sliced
+from .config import SharingConfig
 from .gates import Gates
-from .masks import Ticket, overlap
+from .masks import Ticket, jaccard, overlap
+from .pruning import owned_slices
+
+PARTS = ("attn_heads", "ffn")
+Slices = list[tuple[nn.Parameter, int, torch.Tensor]]  # (parameter, dim, index) for optim.FrozenSlices
 
 
-@dataclass(frozen=True)
-class SharingOptions:
-    scale: float = 3.0  # |initial logit| of a unit, from its ticket
-    borrow: float = 2.0  # how far full affinity to another task moves a logit toward that task's ticket
-    affinity_init: float = -4.0  # sigmoid(-4) = 0.018: tasks start almost independent
-    temperature: float = 0.5  # of the relaxed gates' sigmoid (lower: sharper gradients)
-    budget_weight: float = 10.0  # weight of (expected density - target)^2, per task and unit type
+class Sharing(nn.Module):
+    """The gate source of a run: which units each task runs through, in training and in evaluation.
 
+    A fixed ticket runs sliced (or gated with `sliced=False`); the slices and the weight slices frozen
+    for a task are built once per ticket and reused while it does not change.
+    """
 
-class StraightThroughGate(torch.autograd.Function):
-    """Binary in the forward pass, the sigmoid's gradient in the backward pass."""
-
-    @staticmethod
-    def forward(ctx, noisy_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        soft = torch.sigmoid(noisy_logits / temperature)
-        ctx.save_for_backward(soft)
-        ctx.temperature = temperature
-        return (noisy_logits > 0).to(noisy_logits.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (soft,) = ctx.saved_tensors
-        return grad * soft * (1 - soft) / ctx.temperature, None
-
-
-class SharingModule(nn.Module):
-    """Learned per-task gates over the units of one encoder, initialised from the super tickets."""
-
-    def __init__(self, tickets: dict[str, Ticket], options: SharingOptions = SharingOptions()):
+    def __init__(self, use_sliced: bool = True):
         super().__init__()
-        self.names = list(tickets)
-        self.options = options
-        K = len(self.names)
-        for part in ("attn_heads", "ffn"):
-            signs = torch.stack([torch.as_tensor(getattr(tickets[n], part), dtype=torch.float32) * 2 - 1 for n in self.names])
-            self.register_buffer(f"{part}_signs", signs)  # (K, *unit shape), +1 kept / -1 removed
-            self.register_parameter(f"{part}_delta", nn.Parameter(torch.zeros_like(signs)))
-        self.affinity = nn.Parameter(torch.full((K, K), options.affinity_init))
-        self.register_buffer("targets", torch.tensor([[tickets[n].density()[i] for i in (0, 1)] for n in self.names]))
-
-    @classmethod
-    def from_config(cls, tickets: dict[str, Ticket], cfg) -> SharingModule:
-        """From the `adaptive` section of a run config (config.SharingConfig)."""
-        return cls(tickets, SharingOptions(cfg.scale, cfg.borrow, cfg.affinity_init, cfg.temperature, cfg.budget_weight))
-
-    def logits(self, task: str, part: str) -> torch.Tensor:
-        t = self.names.index(task)
-        signs = getattr(self, f"{part}_signs")
-        weights = torch.sigmoid(self.affinity[t]) * (1 - torch.eye(len(self.names), device=signs.device)[t])  # (K,)
-        borrowed = torch.einsum("k,k...->...", weights, signs)
-        return self.options.scale * signs[t] + getattr(self, f"{part}_delta")[t] + self.options.borrow * borrowed
-
-    def hard_gates(self, task: str) -> Gates:
-        """Binary gates for evaluation and export: z > 0."""
-        with torch.no_grad():
-            return Gates(*((self.logits(task, p) > 0).float() for p in ("attn_heads", "ffn")))
-
-    def sampled_gates(self, task: str) -> Gates:
-        """Binary gates for a training step, with straight-through gradients to the logits."""
-        out = []
-        for part in ("attn_heads", "ffn"):
-            z = self.logits(task, part)
-            u = torch.rand_like(z).clamp(1e-6, 1 - 1e-6)
-            out.append(StraightThroughGate.apply(z + torch.log(u) - torch.log1p(-u), self.options.temperature))
-        return Gates(*out)
-
-    def budget_loss(self, task: str) -> torch.Tensor:
-        """(expected density - target)^2 for heads and FFN units, weighted."""
-        t = self.names.index(task)
-        loss = 0.0
-        for i, part in enumerate(("attn_heads", "ffn")):
-            expected = torch.sigmoid(self.logits(task, part) / self.options.temperature).mean()
-            loss = loss + (expected - self.targets[t, i]) ** 2
-        return self.options.budget_weight * loss
+        self.use_sliced = use_sliced
+        self._built: dict[str, tuple[bytes, sliced.SlicedTicket | Gates, Slices]] = {}
 
     def tickets(self) -> dict[str, Ticket]:
-        """The learned tickets (hard gates) of every task."""
-        out = {}
-        for name in self.names:
-            g = self.hard_gates(name)
-            out[name] = Ticket(g.attn_heads.cpu().numpy() > 0, g.ffn.cpu().numpy() > 0, {"kind": "adaptive"})
-        return out
+        """Each task's ticket now; empty when every task runs the whole encoder."""
+        return {}
 
-    def changed(self, tickets: dict[str, Ticket]) -> dict[str, dict[str, int]]:
-        """Units whose hard gate differs from the super ticket it started at, per task: how far the
-        learned sharing has actually moved (0 everywhere means Tickets-Share, plus gate noise)."""
-        out = {}
-        for i, (name, ticket) in enumerate(tickets.items()):
-            out[name] = {}
-            for key, part in (("heads", "attn_heads"), ("ffn", "ffn")):
-                start = getattr(self, f"{part}_signs")[i].cpu().numpy() > 0
-                kept = getattr(ticket, part)
-                out[name][f"{key}_gained"] = int((kept & ~start).sum())
-                out[name][f"{key}_dropped"] = int((start & ~kept).sum())
-        return out
+    def learns_at(self, step: int, total_steps: int) -> bool:
+        """Whether the gates learn at this step (only `adaptive`, inside its window)."""
+        return False
+
+    def train_gates(self, encoder: nn.Module, task: str, learn: bool) -> sliced.SlicedTicket | Gates | None:
+        return self.eval_gates(encoder, task)
+
+    def eval_gates(self, encoder: nn.Module, task: str) -> sliced.SlicedTicket | Gates | None:
+        """Binary and deterministic: the task's current ticket, sliced or gated."""
+        return self._fixed(encoder, task)[0]
+
+    def frozen(self, encoder: nn.Module, task: str) -> Slices:
+        """The weight slices the task's removed units own, left untouched by its optimizer steps."""
+        return self._fixed(encoder, task)[1]
+
+    def penalty(self, task: str) -> torch.Tensor | None:
+        return None
+
+    def report(self) -> dict | None:
+        return None
+
+    def _fixed(self, encoder: nn.Module, task: str) -> tuple[sliced.SlicedTicket | Gates | None, Slices]:
+        ticket = self.tickets().get(task)
+        if ticket is None:
+            return None, []
+        key = ticket.attn_heads.tobytes() + ticket.ffn.tobytes()
+        if task not in self._built or self._built[task][0] != key:
+            device = next(encoder.parameters()).device
+            slices = [(encoder.get_parameter(p), dim, torch.as_tensor(i, device=device))
+                      for p, dim, i in owned_slices(encoder, ticket.attn_heads, ticket.ffn)]
+            self._built[task] = (key, sliced.fixed(encoder, ticket, self.use_sliced), slices)
+        return self._built[task][1:]
+
+
+class FullSharing(Sharing):
+    """`sharing: full`: no gates."""
+
+
+class FixedTickets(Sharing):
+    """`sharing: tickets`: each task through its fixed ticket."""
+
+    def __init__(self, tickets: dict[str, Ticket], use_sliced: bool = True):
+        super().__init__(use_sliced)
+        self._tickets = dict(tickets)
+
+    def tickets(self) -> dict[str, Ticket]:
+        return dict(self._tickets)
+
+
+class TaskScores(nn.Module):
+    """One task's learned unit scores (heads, FFN units), which units it may take, and how many it keeps."""
+
+    def __init__(self, start: Ticket, candidates: Ticket, margin: float):
+        super().__init__()
+        for part in PARTS:
+            kept = torch.as_tensor(getattr(start, part), dtype=torch.bool)
+            self.register_parameter(part, nn.Parameter(torch.where(kept, margin, -margin)))
+            self.register_buffer(f"{part}_candidates", torch.as_tensor(getattr(candidates, part), dtype=torch.bool))
+            self.register_buffer(f"{part}_budget", torch.tensor(int(kept.sum())))
+
+    def mask(self, part: str) -> torch.Tensor:
+        """The binary top-k over the candidates, k = the budget."""
+        scores = getattr(self, part).detach().masked_fill(~getattr(self, f"{part}_candidates"), float("-inf"))
+        top = scores.flatten().topk(int(getattr(self, f"{part}_budget"))).indices
+        return torch.zeros(scores.numel(), device=scores.device).index_fill_(0, top, 1.0).view_as(scores)
+
+    def boundary(self, part: str) -> float:
+        """Midway between the last kept candidate's score and the best removed one's."""
+        scores = getattr(self, part).detach()[getattr(self, f"{part}_candidates")].flatten().sort(descending=True).values
+        k = int(getattr(self, f"{part}_budget"))
+        if k == 0 or k == len(scores):
+            return float("nan")
+        return float((scores[k - 1] + scores[k]) / 2)
+
+
+class AdaptiveSharing(Sharing):
+    """`sharing: adaptive`: fixed-budget learned tickets, starting at the super tickets (module docstring)."""
+
+    def __init__(self, tickets: dict[str, Ticket], options: SharingConfig, use_sliced: bool = True):
+        super().__init__(use_sliced)
+        self.names = list(tickets)
+        self.options = options
+        self.start = dict(tickets)
+        self.scores = nn.ModuleDict({t: TaskScores(ticket, self._candidates(t), options.margin) for t, ticket in tickets.items()})
+
+    def _candidates(self, task: str) -> Ticket:
+        """Every unit, or (borrowing off) the task's own units and those no other task's ticket keeps."""
+        own = self.start[task]
+        if self.options.borrow:
+            return Ticket(np.ones_like(own.attn_heads), np.ones_like(own.ffn))
+        others = [t for name, t in self.start.items() if name != task]
+        free = [np.logical_not(np.logical_or.reduce([getattr(t, p) for t in others])) if others else np.ones_like(getattr(own, p))
+                for p in PARTS]
+        return Ticket(own.attn_heads | free[0], own.ffn | free[1])
+
+    def tickets(self) -> dict[str, Ticket]:
+        return {t: Ticket(*(s.mask(p).cpu().numpy() > 0 for p in PARTS), {"kind": "adaptive"}) for t, s in self.scores.items()}
+
+    def learns_at(self, step: int, total_steps: int) -> bool:
+        return self.options.warmup * total_steps <= step < (1 - self.options.cooldown) * total_steps
+
+    def train_gates(self, encoder: nn.Module, task: str, learn: bool) -> sliced.SlicedTicket | Gates | None:
+        """While learning: the binary top-k, with gradients passed straight through to the scores."""
+        if not learn:
+            return self.eval_gates(encoder, task)
+        s = self.scores[task]
+        return Gates(*(s.mask(p) + getattr(s, p) - getattr(s, p).detach() for p in PARTS))
+
+    def penalty(self, task: str) -> torch.Tensor | None:
+        """AdaShare's sharing loss: the mean distance of the task's scores to the other tasks' mean."""
+        others = [s for t, s in self.scores.items() if t != task]
+        if not self.options.share_weight or not others:
+            return None
+        own = self.scores[task]
+        distance = sum((getattr(own, p) - torch.stack([getattr(o, p).detach() for o in others]).mean(0)).abs().mean()
+                       for p in PARTS)
+        return self.options.share_weight * distance
 
     def report(self) -> dict:
-        """Achieved vs target density per task, units changed from the super tickets, the affinity and
-        the overlap of the hard masks."""
-        tickets = self.tickets()
-        densities = {n: {"heads": t.density()[0], "ffn": t.density()[1],
-                         "target_heads": float(self.targets[i, 0]), "target_ffn": float(self.targets[i, 1])}
-                     for i, (n, t) in enumerate(tickets.items())}
-        affinity = torch.sigmoid(self.affinity.detach()).cpu().numpy()
-        np.fill_diagonal(affinity, 0.0)
-        return {"tasks": self.names, "density": densities, "changed": self.changed(tickets),
-                "affinity": affinity.tolist(), "overlap": overlap(tickets)}
+        """What the module has learned, against where it started (results.json and TensorBoard)."""
+        learned = self.tickets()
+        tasks: dict[str, dict] = {}
+        for name, ticket in learned.items():
+            start = self.start[name]
+            tasks[name] = {}
+            for part in PARTS:
+                now, was = getattr(ticket, part), getattr(start, part)
+                gained = now & ~was
+                others = [getattr(self.start[o], part) for o in self.names if o != name]
+                scores = getattr(self.scores[name], part).detach()
+                candidates = getattr(self.scores[name], f"{part}_candidates")
+                distance = (scores[candidates] - self.scores[name].boundary(part)).abs()
+                tasks[name][part] = {
+                    "kept": int(now.sum()), "target": int(was.sum()), "density": float(now.mean()),
+                    "gained": int(gained.sum()), "dropped": int((was & ~now).sum()),
+                    "jaccard_to_start": jaccard(now, was),
+                    "taken_from_others": int((gained & np.logical_or.reduce(others)).sum()) if others else 0,
+                    "near_boundary": float((distance < self.options.margin / 2).float().mean()),
+                }
+        taken = {p: [[int((getattr(learned[a], p) & ~getattr(self.start[a], p) & getattr(self.start[b], p)).sum())
+                      if a != b else 0 for b in self.names] for a in self.names] for p in PARTS}
+        start_overlap = overlap(self.start)
+        now_overlap = overlap(learned)
+        change = {p: (np.array(now_overlap[p]["jaccard"]) - np.array(start_overlap[p]["jaccard"])).tolist() for p in PARTS}
+        return {"tasks": self.names, "per_task": tasks, "overlap": now_overlap, "overlap_change": change, "taken": taken}

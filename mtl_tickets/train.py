@@ -4,7 +4,8 @@ keep the best checkpoint, resume from the last one.
     result = train(load_config("configs/quickstart.yaml"))
 
 Each step one task is drawn (`samplers.py`), one batch of it is trained through that task's gates
-(its ticket under `sharing: tickets`), and units masked for it are frozen for the step. Rerunning
+(`model.sharing`: its ticket under `sharing: tickets`, its learned ticket under `adaptive`), and units
+masked for it are frozen for the step. Rerunning
 the same command continues a killed run; `torchrun --nproc-per-node N` runs it data-parallel.
 """
 
@@ -24,8 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed, rundir, sliced
-from . import gates as gating
-from .build import attach_sharing, build_model, frozen_slices, run_tickets, trainable_specs
+from .build import build_model, build_sharing, run_tickets, trainable_specs
 from .config import Config, TrainConfig, save_config
 from .data import TaskData, TaskStream, load_task
 from .distributed import World
@@ -39,7 +39,7 @@ from .model import MultiTaskModel
 from .optim import FrozenSlices, build_optimizer, build_scheduler
 from .samplers import SamplerContext, TaskSampler, build_sampler
 from .schema import to_dict
-from .sharing import SharingModule
+from .sharing import PARTS, AdaptiveSharing
 from .validation import validate
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,6 @@ class Session:
     out: Path
     data: dict[str, TaskData]
     model: MultiTaskModel
-    gates: dict[str, gating.Gates | sliced.SlicedTicket]  # per task, how it runs its ticket; empty under `sharing: full`
-    frozen: dict[str, list]  # per task, the slices its masked units own
     streams: dict[str, TaskStream]
     plan: Plan
     optimizer: torch.optim.Optimizer
@@ -137,7 +135,7 @@ def train_to_the_end(cfg: Config, world: World, out: Path, progress: bool) -> Ru
     s.loggers.close()
     results = summarize(s)
     if world.is_main:
-        if hasattr(s.model, "sharing"):
+        if isinstance(s.model.sharing, AdaptiveSharing):
             TicketSet(cfg.model.name, EncoderShape.of(s.model.encoder), s.model.sharing.tickets()).save(out / "learned_tickets.json")
         checkpoint.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
         if results["complete"] and not cfg.train.keep_checkpoints:
@@ -156,10 +154,7 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
         model.compile()  # in place: the same module, parameters and state-dict names
     if world.is_main:
         checkpoint.check_free_space(out, model)
-    tickets = run_tickets(cfg, model, out if world.is_main else None)
-    if cfg.sharing == "adaptive":
-        attach_sharing(model, tickets, cfg)
-        tickets = {}  # learned gates: nothing fixed to freeze or to apply
+    build_sharing(cfg, model, run_tickets(cfg, model, out if world.is_main else None))
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
     names = list(streams)
     plan = Plan.of({name: len(s) for name, s in streams.items()}, cfg)
@@ -167,11 +162,9 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.train.warmup)
     context = SamplerContext(names, [len(streams[n]) for n in names], cfg.train.epochs)
     sampler = build_sampler(cfg.train.sampler, context, cfg.train.sampler_options)
-    frozen = frozen_slices(model, tickets) if cfg.train.masked_updates == "freeze" else {}
     state = resume_or_start(out, model, optimizer, scheduler, streams, sampler)
     loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl")) if world.is_main else Loggers()
-    gates = {name: sliced.fixed(model.encoder, t, cfg.train.sliced) for name, t in tickets.items()}
-    return Session(cfg, world, out, data, model, gates, frozen, streams, plan, optimizer, scheduler, sampler, state, loggers)
+    return Session(cfg, world, out, data, model, streams, plan, optimizer, scheduler, sampler, state, loggers)
 
 
 def train_step(s: Session, task: str) -> float:
@@ -181,19 +174,21 @@ def train_step(s: Session, task: str) -> float:
     update (`skip`); either way nothing non-finite reaches the weights or a checkpoint."""
     s.model.train()
     batch = {k: v.to(s.world.device) for k, v in s.streams[task].next(s.world).items()}
-    sharing = getattr(s.model, "sharing", None)
-    gates = sharing.sampled_gates(task) if sharing is not None else s.gates.get(task)
-    with sliced.through(s.model.encoder, gates), bf16_autocast(s.cfg.train, s.world.device):
+    sharing, encoder = s.model.sharing, s.model.encoder
+    learn = sharing.learns_at(s.state.step, s.plan.total_steps)
+    with sliced.through(encoder, sharing.train_gates(encoder, task, learn)), bf16_autocast(s.cfg.train, s.world.device):
         loss = s.model.loss(s.model(batch, task), batch["labels"], task)
-    if sharing is not None:
-        loss = loss + sharing.budget_loss(task)
+    penalty = sharing.penalty(task) if learn else None
+    if penalty is not None:
+        loss = loss + penalty
+    frozen = sharing.frozen(encoder, task) if s.cfg.train.masked_updates == "freeze" else []
     value = distributed.mean(loss.item(), s.world)
     if math.isfinite(value):
         loss.backward()
         distributed.average_gradients(s.model, s.world)
         norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.max_grad_norm or float("inf"))
         if math.isfinite(norm):
-            with FrozenSlices(s.optimizer, s.frozen.get(task, [])):
+            with FrozenSlices(s.optimizer, frozen):
                 s.optimizer.step()
         else:
             value = float("nan")
@@ -234,7 +229,7 @@ def record_step(s: Session, task: str, loss: float) -> None:
 def evaluate_and_keep_best(s: Session) -> None:
     """Evaluate every task through its own gates; keep the weights when the GLUE average improves."""
     state = s.state
-    tasks = {name: evaluate(s.model, d, s.cfg.train.eval_batch_size, eval_gates(s, name)) for name, d in s.data.items()}
+    tasks = {name: evaluate(s.model, d, s.cfg.train.eval_batch_size) for name, d in s.data.items()}
     score = glue_average(tasks)
     record = {"step": state.step, "epoch": round(state.step / s.plan.steps_per_epoch, 4), "glue_average": score, "tasks": tasks}
     state.history.append(record)
@@ -242,7 +237,7 @@ def evaluate_and_keep_best(s: Session) -> None:
                for t, r in tasks.items() for split, ms in r.items() for m, v in ms.items()}
     mix = {f"train/mix/{t}": n / state.step for t, n in state.task_steps.items()}
     s.loggers.log_dict({**payload, **mix, "eval/glue_average": score}, state.step)
-    if hasattr(s.model, "sharing"):
+    if isinstance(s.model.sharing, AdaptiveSharing):
         log_sharing(s.model.sharing, s.loggers, state.step)
     if s.world.is_main:
         summary = "  ".join(f"{t} {task_score(r):.2f}" for t, r in tasks.items())
@@ -255,33 +250,36 @@ def evaluate_and_keep_best(s: Session) -> None:
             checkpoint.atomic_write_text(s.out / "best" / "eval.json", json.dumps(record, indent=2))
 
 
-def eval_gates(s: Session, task: str) -> gating.Gates | sliced.SlicedTicket | None:
-    sharing = getattr(s.model, "sharing", None)
-    return sharing.hard_gates(task) if sharing is not None else s.gates.get(task)
-
-
-def log_sharing(sharing: SharingModule, loggers: Loggers, step: int) -> None:
-    """What the adaptive module has learned: densities, affinity, overlap and gate distributions."""
+def log_sharing(sharing: AdaptiveSharing, loggers: Loggers, step: int) -> None:
+    """What the adaptive module has learned so far: per task and unit type the units gained, dropped
+    and taken from other tasks' tickets, density, Jaccard to the super ticket and the share of units
+    near the decision boundary; the task x task overlap of the learned masks and its change."""
     from .board import heatmap_figure, ticket_map_figure
 
     report = sharing.report()
     names = report["tasks"]
-    scalars = {f"sharing/{t}/{k}": v for part in ("density", "changed") for t, d in report[part].items() for k, v in d.items()}
+    scalars = {f"sharing/{t}/{part}/{k}": v for t, parts in report["per_task"].items() for part, d in parts.items() for k, v in d.items()}
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if i < j:
-                scalars[f"sharing/jaccard_heads/{a}-{b}"] = report["overlap"]["attn_heads"]["jaccard"][i][j]
+                for part in PARTS:
+                    scalars[f"sharing/jaccard_{part}/{a}-{b}"] = report["overlap"][part]["jaccard"][i][j]
     loggers.log_dict(scalars, step)
-    loggers.log_figure("sharing/affinity", heatmap_figure(report["affinity"], names, "affinity: row task borrows from column"), step)
     for part, label in (("attn_heads", "heads"), ("ffn", "FFN units")):
-        loggers.log_figure(f"sharing/overlap_{label.split()[0].lower()}",
-                           heatmap_figure(report["overlap"][part]["jaccard"], names, f"Jaccard of kept {label}"), step)
+        figures = {
+            f"sharing/overlap_{part}": heatmap_figure(report["overlap"][part]["jaccard"], names, f"Jaccard of learned {label}"),
+            f"sharing/overlap_change_{part}": heatmap_figure(report["overlap_change"][part], names,
+                                                             f"Jaccard change since the super tickets ({label})", signed=True),
+            f"sharing/taken_{part}": heatmap_figure(report["taken"][part], names, f"{label} the row task took from the column's ticket",
+                                                    vmax=None),
+        }
+        for tag, figure in figures.items():
+            loggers.log_figure(tag, figure, step)
     for name, ticket in sharing.tickets().items():
         loggers.log_figure(f"sharing/{name}/ticket", ticket_map_figure(ticket, name), step)
-        for part in ("attn_heads", "ffn"):
-            with torch.no_grad():
-                probs = torch.sigmoid(sharing.logits(name, part)).flatten().cpu()
-            loggers.log_histogram(f"sharing/{name}/{part}_gate_probability", probs, step)
+        for part in PARTS:
+            scores = getattr(sharing.scores[name], part).detach().flatten().cpu()
+            loggers.log_histogram(f"sharing/{name}/{part}_score", scores, step)
 
 
 def save_checkpoint(s: Session) -> None:
@@ -327,7 +325,7 @@ def summarize(s: Session) -> dict:
         "complete": state.step == s.plan.total_steps,
         "steps_per_epoch": s.plan.steps_per_epoch,
         "world_size": s.world.size,
-        "sharing": s.model.sharing.report() if hasattr(s.model, "sharing") else None,
+        "sharing": s.model.sharing.report(),
         "config": to_dict(s.cfg),
         "versions": versions(s.world.device),
     }
