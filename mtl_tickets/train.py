@@ -207,10 +207,15 @@ def train_step(s: Session, task: str) -> float:
 def bf16_autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
     """bf16 autocast where it pays: on a GPU (`train.bf16`), or on a CPU with native bf16 instructions
     (`train.cpu_bf16`); a CPU without them emulates bf16, slower than fp32, and keeps fp32."""
+    return torch.autocast("cuda" if device.type == "cuda" else "cpu", torch.bfloat16, enabled=uses_bf16(cfg, device))
+
+
+def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether `bf16_autocast` turns autocast on; results.json records it, as a setting alone cannot say."""
     if device.type == "cuda":
-        return torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16)
+        return cfg.bf16
     native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return torch.autocast("cpu", torch.bfloat16, enabled=cfg.cpu_bf16 and native)
+    return cfg.cpu_bf16 and native
 
 
 def handle_nonfinite(s: Session, task: str, loss: float) -> None:
@@ -330,6 +335,7 @@ def summarize(s: Session) -> dict:
         "sharing": s.model.sharing.report() if hasattr(s.model, "sharing") else None,
         "config": to_dict(s.cfg),
         "versions": versions(s.world.device),
+        "precision": "bf16-autocast" if uses_bf16(s.cfg.train, s.world.device) else "fp32",  # of the training steps
     }
 
 

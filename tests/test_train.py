@@ -108,6 +108,8 @@ def test_each_speed_switch_trains_to_the_losses_of_the_plain_step(tiny_model_dir
     b = train_losses(tiny_config(tiny_model_dir, glue_slice, tmp_path / "fast", *args, *fast))
     assert len(a) == len(b) == 16 and a != b  # the switch really changed the step
     assert b == pytest.approx(a, abs=5e-3)
+    precision = {run: json.loads((tmp_path / run / "results.json").read_text())["precision"] for run in ("plain", "fast")}
+    assert precision == {"plain": "fp32", "fast": "bf16-autocast" if switch == "cpu_bf16" else "fp32"}
 
 
 def test_cpu_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
