@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, distributed, rundir, sliced
+from . import checkpoint, distributed, registry, rundir, sliced
 from . import gates as gating
 from .build import attach_sharing, build_model, frozen_slices, run_tickets, trainable_specs
 from .config import Config, TrainConfig, save_config
@@ -340,15 +340,16 @@ def summarize(s: Session) -> dict:
 
 
 def format_results(results: dict) -> str:
-    """results.json as a table: each task's dev metrics at the best evaluation and the last, then
-    the GLUE average."""
+    """results.json as a table: each task's dev metrics at the best evaluation and the last, then the
+    task average, called the GLUE average only when every task is a GLUE task (as compare's table)."""
     best, last = results["best"], results["last"]
+    average = "GLUE average" if registry.all_glue(results["tasks"]) else "average"
     lines = [f"{'task':8} {'split':22} {'metric':10} {'best':>8} {'last':>8}"]
     for task, splits in best["tasks"].items():
         for split, metrics in splits.items():
             for metric, value in metrics.items():
                 lines.append(f"{task:8} {split:22} {metric:10} {value:8.2f} {last['tasks'][task][split][metric]:8.2f}")
-    lines.append(f"GLUE average: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
+    lines.append(f"{average}: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
     return "\n".join(lines)
 
 
