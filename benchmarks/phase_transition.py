@@ -55,15 +55,23 @@ def summarize(tasks: list[str], commands: dict[str, str]) -> str:
         for r in rows:
             lines.append(f"| {r['kind']} | {r['sparsity']} | {float(r['kept']):.3f} | {r['dev_best']} | {r['dev_last']} | "
                          f"{float(r['dev_best']) - full:+.2f} |")
-        conf = info["confirm"]
-        lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**. Seeds {conf['full']['seeds']}: "
-                  + "; ".join(f"{confirmed_name(v)} {v['mean']:.2f} ± {v['std']:.2f} ({', '.join(f'{x:.2f}' for x in v['scores'])})"
-                              for v in conf.values()),
+        conf = info.get("confirm") or {}
+        lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**. {seed_reruns(conf)}",
                   "", paired_gain(conf), "", f"![{task}]({task}/{task}_curve.png)", ""]
     reading = RESULTS / "reading.md"  # the hand-written interpretation, kept across regenerations
     if reading.is_file():
         lines += [reading.read_text().rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def seed_reruns(confirm: dict) -> str:
+    """Each rerun contender's mean ± std and scores over the confirm seeds, or that a sweep with
+    `tickets.confirm_seeds: []` ran none."""
+    if not confirm:
+        return "No seed confirmation (tickets.confirm_seeds is empty)."
+    return f"Seeds {confirm['full']['seeds']}: " + "; ".join(
+        f"{confirmed_name(v)} {v['mean']:.2f} ± {v['std']:.2f} ({', '.join(f'{x:.2f}' for x in v['scores'])})"
+        for v in confirm.values())
 
 
 def paired_gain(confirm: dict) -> str:

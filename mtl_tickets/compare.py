@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from . import rundir
+from . import registry, rundir
 from .build import trainable_specs
 from .config import Config, single_task
 from .encoders import load_shape
@@ -70,7 +70,7 @@ def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
     super_tickets = load_super_tickets(cfg, shape)
     rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
     tables = {selection: [r[selection] for r in rows] for selection in SELECTIONS}
-    write_table(Path(cfg.output_dir), tables, tasks, glue=all("glue" in s.tags for s in specs))
+    write_table(Path(cfg.output_dir), tables, tasks, glue=registry.all_glue(tasks))
     return tables
 
 

@@ -232,14 +232,33 @@ def single_task(cfg: Config, task: str) -> Config:
     return cell
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """The config file (or the defaults), then `key.sub=value` overrides, checked as one."""
+# Settings added with a default that changes what a run computes: a run's config.yaml saved before one
+# existed ran the old way (fp32 on a CPU, torch's unfused optimizer), not at today's default.
+BEFORE_ADDED = {("train", "cpu_bf16"): False, ("train", "fused_optimizer"): False}
+
+
+def as_saved_run(saved: dict) -> dict:
+    """A run's saved config with the settings it predates (BEFORE_ADDED) at the behaviour it ran with, so
+    that resuming, reusing or re-opening it never switches an old fp32 run to a newer default."""
+    saved = copy.deepcopy(saved)
+    for (section, key), value in BEFORE_ADDED.items():
+        part = saved.setdefault(section, {})
+        if isinstance(part, dict):
+            part.setdefault(key, value)
+    return saved
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, saved_run: bool = False) -> Config:
+    """The config file (or the defaults), then `key.sub=value` overrides, checked as one. `saved_run`:
+    the file is a run's own config.yaml, read as the run ran (`as_saved_run`)."""
     data = load_yaml(path) if path else {}
     where = (str(path) if path else "defaults") + (" + overrides" if overrides else "")
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    if saved_run:
+        data = as_saved_run(data)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

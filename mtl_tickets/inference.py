@@ -21,7 +21,7 @@ def load_run(run_dir: str | Path, glue_dir: str | None = None, weights: str = "b
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); give the --output-dir of a train run")
     overrides = [f"data.glue_dir={glue_dir}"] if glue_dir else []
-    cfg = load_config(run_dir / "config.yaml", overrides)
+    cfg = load_config(run_dir / "config.yaml", overrides, saved_run=True)
     model = build_model(cfg, trainable_specs(cfg))
     build_sharing(cfg, model, load_tickets(run_dir / "tickets.json", model).tickets if cfg.sharing != "full" else {})
     if weights == "best":

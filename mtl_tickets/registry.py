@@ -164,6 +164,13 @@ def resolve(names: list[str]) -> list[TaskSpec]:
     return list({t.name: t for t in out}.values())
 
 
+def all_glue(names: list[str]) -> bool:
+    """Whether every task named is a GLUE task (tagged `glue`): only then is their average called the
+    GLUE average. A task not registered in this process counts as not GLUE."""
+    tasks = all_tasks()
+    return all(name in tasks and "glue" in tasks[name].tags for name in names)
+
+
 def format_tasks(specs: list[TaskSpec]) -> str:
     """A table of task specs: kind, outputs, metrics, where the data comes from, tags."""
     lines = [f"{'task':6} {'kind':15} {'outputs':>7}  {'metrics':18} {'source':34} tags"]

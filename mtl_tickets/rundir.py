@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
-from .config import Config
+from .config import Config, as_saved_run
 from .schema import ConfigError, from_dict, load_yaml, to_dict
 
 try:
@@ -22,12 +22,15 @@ except ImportError:  # Windows: not a target; runs there are simply not guarded 
     fcntl = None
 
 # May change between resumes, as no number a run reports depends on them: a step cap, the log
-# interval, what is kept on disk; which contenders and seeds a `compare` trains (each of its runs has
-# one seed; adding seeds must not orphan the finished ones); and which cells a ticket sweep trains and
-# how it picks among them. The tickets settings that decide what a cell's ticket is (granularity,
-# sparsity mode, scoring, random seed) are not neutral: a cell's ticket file is written once.
+# interval, what is kept on disk; how a fixed ticket is computed (`train.sliced`: its kept weight slices
+# or gates on all weights agree within float tolerance; dropout draws differ, sliced.py); which
+# contenders and seeds a `compare` trains (each of its runs has one seed; adding seeds must not orphan
+# the finished ones); and which cells a ticket sweep trains and how it picks among them. The tickets
+# settings that decide what a cell's ticket is (granularity, sparsity mode, scoring, random seed) are
+# not neutral: a cell's ticket file is written once.
 RESUME_NEUTRAL = {
-    ("train", "max_steps"), ("train", "log_every"), ("train", "keep_checkpoints"), ("train", "save_best"), ("compare",),
+    ("train", "max_steps"), ("train", "log_every"), ("train", "keep_checkpoints"), ("train", "save_best"),
+    ("train", "sliced"), ("compare",),
     ("tickets", "confirm_seeds"), ("tickets", "select_on"), ("tickets", "kinds"), ("tickets", "sparsities"),
     ("tickets", "control_sparsities"),
 }
@@ -56,8 +59,10 @@ def prepare(cfg: Config) -> Path:
 
 
 def with_defaults(saved: dict) -> dict:
-    """A saved config with the settings added since it was written filled in at their defaults, so a
-    run from an older version resumes; one that no longer parses is compared as written."""
+    """A saved config with the settings added since it was written filled in at their defaults (at the
+    old behaviour where a default changed the numbers: `as_saved_run`), so a run from an older version
+    resumes as it ran; one that no longer parses is compared as written."""
+    saved = as_saved_run(saved)
     try:
         return to_dict(from_dict(Config, saved, "saved config"))
     except ConfigError:

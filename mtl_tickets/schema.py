@@ -1,14 +1,15 @@
 """Dicts from YAML/JSON into typed dataclasses, with errors that name the key, the file and the fix.
 
 One small checker serves the task registry, the run config and the ticket files, so every file a user
-writes is held to the same rules: unknown keys fail with the closest valid key, wrong types fail
-quoting the value, and `__post_init__` checks ranges.
+writes is held to the same rules: unknown keys fail with the closest valid key, wrong types (and an
+infinite or NaN number) fail quoting the value, and `__post_init__` checks ranges.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -131,18 +132,25 @@ def _quote(value: Any, limit: int = 60) -> str:
 
 
 def _scalar(hint: type, value: Any, where: str) -> Any:
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads `3e-5` (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if hint is float and (number := _float(value)) is not None:
+        if not math.isfinite(number):  # `.inf` passes every `> 0` range check
+            raise ConfigError(f"{where}: expected a finite number, got {_quote(value)}")
+        return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint in (str, bool) and isinstance(value, hint):
         return value
     raise ConfigError(f"{where}: expected {_name(hint)}, got {_quote(value)}")
+
+
+def _float(value: Any) -> float | None:
+    """A number as a float, or None; a string too, as YAML 1.1 reads `3e-5` (no dot) as one."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _name(hint: Any) -> str:

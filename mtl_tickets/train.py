@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, distributed, rundir, sliced
+from . import checkpoint, distributed, registry, rundir, sliced
 from .build import build_model, build_sharing, run_tickets, trainable_specs
 from .config import Config, TrainConfig, save_config
 from .data import TaskData, TaskStream, load_task
@@ -202,10 +202,15 @@ def train_step(s: Session, task: str) -> float:
 def bf16_autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
     """bf16 autocast where it pays: on a GPU (`train.bf16`), or on a CPU with native bf16 instructions
     (`train.cpu_bf16`); a CPU without them emulates bf16, slower than fp32, and keeps fp32."""
+    return torch.autocast("cuda" if device.type == "cuda" else "cpu", torch.bfloat16, enabled=uses_bf16(cfg, device))
+
+
+def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether `bf16_autocast` turns autocast on; results.json records it, as a setting alone cannot say."""
     if device.type == "cuda":
-        return torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16)
+        return cfg.bf16
     native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return torch.autocast("cpu", torch.bfloat16, enabled=cfg.cpu_bf16 and native)
+    return cfg.cpu_bf16 and native
 
 
 def handle_nonfinite(s: Session, task: str, loss: float) -> None:
@@ -328,19 +333,21 @@ def summarize(s: Session) -> dict:
         "sharing": s.model.sharing.report(),
         "config": to_dict(s.cfg),
         "versions": versions(s.world.device),
+        "precision": "bf16-autocast" if uses_bf16(s.cfg.train, s.world.device) else "fp32",  # of the training steps
     }
 
 
 def format_results(results: dict) -> str:
-    """results.json as a table: each task's dev metrics at the best evaluation and the last, then
-    the GLUE average."""
+    """results.json as a table: each task's dev metrics at the best evaluation and the last, then the
+    task average, called the GLUE average only when every task is a GLUE task (as compare's table)."""
     best, last = results["best"], results["last"]
+    average = "GLUE average" if registry.all_glue(results["tasks"]) else "average"
     lines = [f"{'task':8} {'split':22} {'metric':10} {'best':>8} {'last':>8}"]
     for task, splits in best["tasks"].items():
         for split, metrics in splits.items():
             for metric, value in metrics.items():
                 lines.append(f"{task:8} {split:22} {metric:10} {value:8.2f} {last['tasks'][task][split][metric]:8.2f}")
-    lines.append(f"GLUE average: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
+    lines.append(f"{average}: best {best['glue_average']:.2f} (epoch {best['epoch']}), last {last['glue_average']:.2f}")
     return "\n".join(lines)
 
 

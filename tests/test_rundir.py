@@ -1,6 +1,7 @@
 """The run directory: a finished run keeps no resumable checkpoint, and only one process trains in it at
 a time (a live one is refused by PID; a killed one's lock never blocks the resume)."""
 
+import copy
 import importlib.util
 import json
 import os
@@ -9,9 +10,14 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
-from mtl_tickets import rundir
+from mtl_tickets import checkpoint, rundir
+from mtl_tickets.compare import recipe
+from mtl_tickets.config import load_config
+from mtl_tickets.inference import load_run
 from mtl_tickets.rundir import RunInUse, RunLock
+from mtl_tickets.schema import ConfigError, to_dict
 from mtl_tickets.train import train
 
 from .test_resume import checkpoint_step, start, train_cmd, wait_for_step
@@ -29,6 +35,30 @@ def test_a_finished_run_drops_its_checkpoints_unless_told_to_keep_them(tiny_mode
     assert [p.name for p in (kept.output_dir / "checkpoints").glob("step-*")]
     cut = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "c", "tasks=[rte]", "train.max_steps=2"), progress=False)
     assert not cut.results["complete"] and (cut.output_dir / "checkpoints" / "step-0000002").is_dir()  # still to resume
+
+
+def test_a_run_saved_before_the_fast_step_switches_reloads_as_it_ran(tiny_model_dir, tmp_path, monkeypatch):
+    """cpu_bf16 and fused_optimizer came with default true: a run saved before them trained in fp32 with
+    torch's unfused optimizer, so resuming, reusing and re-opening it read them as false (sliced, which
+    changes no result, stays neutral); a config written today keeps the new defaults."""
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", f"output_dir={tmp_path / 'run'}"])
+    fresh = to_dict(cfg)
+    old = copy.deepcopy(fresh)
+    del old["train"]["cpu_bf16"], old["train"]["fused_optimizer"]
+    old["train"]["sliced"] = False
+    assert [rundir.with_defaults(c)["train"][k] for c in (fresh, old) for k in ("cpu_bf16", "fused_optimizer")] == [
+        True, True, False, False]
+    differences = ["train.cpu_bf16: False -> True", "train.fused_optimizer: False -> True"]
+    assert rundir.config_differences(rundir.with_defaults(old), fresh) == differences
+    assert rundir.config_differences(recipe(rundir.with_defaults(old)), recipe(fresh)) == differences  # compare's reuse
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match=r"another config \(train.cpu_bf16: False -> True; train.fused_optimizer"):
+        rundir.prepare(cfg)  # an unfinished fp32 run does not resume in bf16
+    (tmp_path / "run" / "best" / "model.safetensors").touch()
+    monkeypatch.setattr(checkpoint, "load_weights", lambda model, path: None)
+    reopened, _ = load_run(tmp_path / "run")
+    assert (reopened.train.cpu_bf16, reopened.train.fused_optimizer) == (False, False)
 
 
 def test_a_run_directory_locked_by_another_process_is_refused_naming_its_pid(tiny_model_dir, glue_slice, tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,12 +13,14 @@ from mtl_tickets import checkpoint
 from mtl_tickets.build import build_model
 from mtl_tickets.config import load_config
 from mtl_tickets.inference import load_run
-from mtl_tickets.masks import TicketSet
+from mtl_tickets.masks import Ticket, TicketSet
 from mtl_tickets.pruning import owned_slices
 from mtl_tickets.schema import ConfigError
-from mtl_tickets.tickets import curve_rows, find_super_tickets
+from mtl_tickets.tickets import confirm_summary, curve_rows, find_super_tickets, write_curve
 
 from .test_cli import cli
+from .test_gpu_path import REPO, run_python
+from .test_multitask import SHAPE
 
 
 def sweep_config(tiny_model_dir, glue_slice, out, *extra):
@@ -161,6 +164,40 @@ def test_a_sweep_without_confirm_seeds_finishes_and_says_so(tiny_model_dir, glue
     assert "no seed confirmation (tickets.confirm_seeds is empty)" in result.stdout and "±" not in result.stdout
     info = TicketSet.load(out / "tickets.json").tickets["rte"].info
     assert info["confirm"] == {} and sorted(p.name for p in (out / "rte").glob("*-s*")) == ["full-s1", "winning-0.5-s1"]
+
+
+def unconfirmed_info() -> dict:
+    """A super ticket's info as a sweep with `tickets.confirm_seeds: []` writes it: a curve, no reruns."""
+    full = {"kind": "full", "sparsity": 0.0, "seed": 1, "kept": 1.0, "dev_best": 60.0, "dev_last": 55.0,
+            "heldout_best": None, "dev_at_heldout_best": None}
+    winning = {**full, "kind": "winning", "sparsity": 0.5, "kept": 0.5, "dev_best": 58.0}
+    return {"kind": "full", "sparsity": 0.0, "selected_on": "dev", "metric": "accuracy", "seed": 1,
+            "curve": [full, winning], "confirm": {}}
+
+
+def test_a_super_ticket_without_seed_reruns_is_summarised_and_drawn(tmp_path):
+    info = unconfirmed_info()
+    assert confirm_summary(info) == "no seed confirmation (tickets.confirm_seeds is empty)"
+    assert curve_rows(info)[1] == []
+    write_curve(tmp_path, "rte", info)
+    assert (tmp_path / "rte_curve.png").is_file() and len((tmp_path / "rte_curve.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow  # a subprocess that imports torch
+def test_the_phase_transition_summary_of_a_sweep_without_seed_reruns_says_so(tmp_path):
+    """benchmarks/phase_transition.py --summary-only, run as a script from a copy beside results of its own."""
+    bench = tmp_path / "benchmarks"
+    (bench / "results" / "phase_transition" / "rte").mkdir(parents=True)
+    for name in ("phase_transition.py", "common.py"):
+        shutil.copy(REPO / "benchmarks" / name, bench / name)
+    full = Ticket.full(SHAPE)
+    TicketSet("tiny", SHAPE, {"rte": Ticket(full.attn_heads, full.ffn, unconfirmed_info())}).save(
+        bench / "results" / "phase_transition" / "rte" / "tickets.json")
+    done = run_python("", str(bench / "phase_transition.py"), "--summary-only")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = (bench / "results" / "phase_transition.md").read_text()
+    assert "Super ticket: **full at sparsity 0**. No seed confirmation (tickets.confirm_seeds is empty)." in summary
+    assert "No winning ticket was rerun." in summary and (bench / "results" / "phase_transition" / "rte" / "rte_curve.png").is_file()
 
 
 def test_changing_which_cells_run_reuses_the_finished_ones(tiny_model_dir, glue_slice, tmp_path):

@@ -7,10 +7,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from mtl_tickets import checkpoint
+from mtl_tickets import checkpoint, registry
 from mtl_tickets.config import TrainConfig, load_config
+from mtl_tickets.registry import TaskSpec, TsvSource
 from mtl_tickets.schema import ConfigError
-from mtl_tickets.train import Plan, bf16_autocast, train
+from mtl_tickets.train import Plan, bf16_autocast, format_results, train
 
 
 def tiny_config(tiny_model_dir, glue_slice, out, *extra):
@@ -108,6 +109,8 @@ def test_each_speed_switch_trains_to_the_losses_of_the_plain_step(tiny_model_dir
     b = train_losses(tiny_config(tiny_model_dir, glue_slice, tmp_path / "fast", *args, *fast))
     assert len(a) == len(b) == 16 and a != b  # the switch really changed the step
     assert b == pytest.approx(a, abs=5e-3)
+    precision = {run: json.loads((tmp_path / run / "results.json").read_text())["precision"] for run in ("plain", "fast")}
+    assert precision == {"plain": "fp32", "fast": "bf16-autocast" if switch == "cpu_bf16" else "fp32"}
 
 
 def test_cpu_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
@@ -117,3 +120,13 @@ def test_cpu_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
         assert bf16_autocast(TrainConfig(), cpu)._enabled is native
         assert bf16_autocast(TrainConfig(cpu_bf16=False), cpu)._enabled is False
+
+
+def test_the_printed_average_is_called_the_glue_average_only_on_glue_tasks(monkeypatch):
+    monkeypatch.setattr(registry, "_extra", {})
+    registry.register_task(TaskSpec(name="nli3", labels=["entailment", "neutral", "contradiction"],
+                                    tsv=TsvSource(dir="MNLI", text=["sentence1", "sentence2"], label="gold_label")))
+    for tasks, label in ((["rte", "stsb"], "GLUE average"), (["rte", "nli3"], "average")):
+        evaluation = {"epoch": 1.0, "glue_average": 60.0, "tasks": {t: {"dev": {"accuracy": 60.0}} for t in tasks}}
+        table = format_results({"tasks": tasks, "best": evaluation, "last": evaluation})
+        assert table.splitlines()[-1] == f"{label}: best 60.00 (epoch 1.0), last 60.00"
