@@ -5,7 +5,7 @@
 Reads only committed files: the phase-transition curves (<task>_curve.csv, seed 1) and the seed 1-3
 reruns of the full model and the best winning ticket (<task>/tickets.json, `confirm`); the comparison
 table (compare_mini_glue/comparison.csv, rebuilt unrounded from the runs' results.json and checked
-against it); the joint_adaptive runs' config, sharing report and tickets.
+against it); the joint_adaptive runs' config, sharing report and tickets; single_task_baselines.jsonl.
 Every difference is paired by seed: mean, 95 % t interval over the seed differences, paired t-test p,
 seeds ahead. A difference is one only when its interval excludes 0. Needs numpy, pandas, scipy, pyyaml.
 """
@@ -53,17 +53,19 @@ def phase_transition() -> None:
         f1 = curve[curve.kind == "full"].dev_best.item()
         print(f"  seed 1: winning {w.min():.2f} to {w.max():.2f} (range {w.max() - w.min():.2f}), "
               f"minus full {w.min() - f1:+.2f} to {w.max() - f1:+.2f}; 0.4 -> 0.5 step {w[0.5] - w[0.4]:+.2f}")
-        for kind in ("random", "losing"):
-            for _, row in curve[curve.kind == kind].iterrows():
-                margins.append((w[row.sparsity] - row.dev_best, task, kind, row.sparsity))
-                print(f"  seed 1: winning - {kind} at {row.sparsity}: {margins[-1][0]:+.2f}")
+        controls = curve[curve.kind.isin(["random", "losing"])]
+        task_margins = [(w[r.sparsity] - r.dev_best, task, r.kind, r.sparsity) for r in controls.itertuples()]
+        print(f"  seed 1: controls {controls.dev_best.min():.2f} to {controls.dev_best.max():.2f}; winning - control at the "
+              f"same sparsity {min(task_margins)[0]:+.2f} to {max(task_margins)[0]:+.2f}: "
+              + ", ".join(f"{k} {s} {m:+.2f}" for m, _, k, s in task_margins))
+        margins += task_margins
         if task == "stsb":  # a damaged ticket still climbing at its last epoch
             run = json.loads((SWEEP / task / task / "random-0.3-s1" / "results.json").read_text())
             by_epoch = [np.mean(list(h["tasks"][task]["dev"].values())) for h in run["history"]]
             print(f"  seed 1: random 0.3 by epoch {np.round(by_epoch, 2)}")
         if task == "rte":
             gains = np.subtract(win["scores"], full["scores"]) * RTE_DEV / 100
-            print(f"  RTE gain in dev examples, seed by seed: {np.round(gains, 2)}")
+            print(f"  one RTE dev example is {100 / RTE_DEV:.2f} points; gain in examples, seed by seed: {np.round(gains, 2)}")
     lo, hi = min(margins), max(margins)
     print(f"\nwinning minus random/losing at the same sparsity, seed 1 (n 1, no interval): "
           f"{lo[0]:.2f} ({lo[1]} {lo[2]} {lo[3]}) to {hi[0]:.2f} ({hi[1]} {hi[2]} {hi[3]})")
@@ -149,7 +151,17 @@ def _units(ticket: dict) -> set[tuple]:
     return {(part, layer, unit) for part in ("attn_heads", "ffn") for layer, kept in ticket[part].items() for unit in kept}
 
 
+def baselines() -> None:
+    print("\n# Single-task baselines (seed 1 only, n 1): best-epoch dev metric, and epoch 1")
+    for line in (RESULTS / "single_task_baselines.jsonl").read_text().splitlines():
+        run = json.loads(line)
+        best = {k: round(v, 2) for k, v in run["best"]["dev"].items()}
+        first = {k: round(v, 2) for k, v in run["history"][0]["dev"].items()}
+        print(f"  {run['key']:22s} best {best} (epoch {run['best_epoch']:g}); epoch 1 {first}")
+
+
 if __name__ == "__main__":
     phase_transition()
     comparison()
     adaptive_sharing()
+    baselines()
