@@ -23,7 +23,6 @@ from scipy import stats
 RESULTS = Path(__file__).parent / "results"
 SWEEP, COMPARE = RESULTS / "phase_transition", RESULTS / "compare_mini_glue"
 TASKS = ["cola", "sst2", "mrpc", "stsb", "rte"]
-RTE_DEV = 277  # RTE dev examples (PROTOCOL.md): one example is 100 / 277 points
 
 
 def paired(a, b) -> str:
@@ -50,9 +49,9 @@ def phase_transition() -> None:
         print(f"  winning - full: {paired(win['scores'], full['scores'])}")
         print(f"  full model seed span {np.ptp(full['scores']):.2f}")
         w = curve[curve.kind == "winning"].set_index("sparsity").dev_best
-        f1 = curve[curve.kind == "full"].dev_best.item()
+        full1 = curve[curve.kind == "full"].dev_best.item()
         print(f"  seed 1: winning {w.min():.2f} to {w.max():.2f} (range {w.max() - w.min():.2f}), "
-              f"minus full {w.min() - f1:+.2f} to {w.max() - f1:+.2f}; 0.4 -> 0.5 step {w[0.5] - w[0.4]:+.2f}")
+              f"minus full {w.min() - full1:+.2f} to {w.max() - full1:+.2f}; 0.4 -> 0.5 step {w[0.5] - w[0.4]:+.2f}")
         controls = curve[curve.kind.isin(["random", "losing"])]
         task_margins = [(w[r.sparsity] - r.dev_best, task, r.kind, r.sparsity) for r in controls.itertuples()]
         print(f"  seed 1: controls {controls.dev_best.min():.2f} to {controls.dev_best.max():.2f}; winning - control at the "
@@ -63,9 +62,10 @@ def phase_transition() -> None:
             run = json.loads((SWEEP / task / task / "random-0.3-s1" / "results.json").read_text())
             by_epoch = [np.mean(list(h["tasks"][task]["dev"].values())) for h in run["history"]]
             print(f"  seed 1: random 0.3 by epoch {np.round(by_epoch, 2)}")
-        if task == "rte":
-            gains = np.subtract(win["scores"], full["scores"]) * RTE_DEV / 100
-            print(f"  one RTE dev example is {100 / RTE_DEV:.2f} points; gain in examples, seed by seed: {np.round(gains, 2)}")
+        if task == "rte":  # accuracy in dev examples
+            dev = json.loads((SWEEP / task / task / "full-s1" / "results.json").read_text())["dev_examples"][task]["dev"]
+            gains = np.subtract(win["scores"], full["scores"]) * dev / 100
+            print(f"  {dev} dev examples, one is {100 / dev:.2f} points; gain in examples, seed by seed: {np.round(gains, 2)}")
     lo, hi = min(margins), max(margins)
     print(f"\nwinning minus random/losing at the same sparsity, seed 1 (n 1, no interval): "
           f"{lo[0]:.2f} ({lo[1]} {lo[2]} {lo[3]}) to {hi[0]:.2f} ({hi[1]} {hi[2]} {hi[3]})")
