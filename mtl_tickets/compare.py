@@ -8,7 +8,12 @@ GLUE average (what is deployed as one model). Single-task contenders score the s
     table = compare(load_config("configs/compare_mini_glue.yaml"))
 
 Contenders: `single_full` (one model per task), `single_tickets` (one model per task through its super
-ticket), `joint_full` (MT-DNN), `joint_tickets` (Tickets-Share), `joint_adaptive` (learned sharing).
+ticket), `joint_full` (MT-DNN), `joint_tickets` (Tickets-Share), `joint_adaptive` (learned sharing), and
+what tells adaptive sharing's learning from noise: `joint_adaptive_no_borrow` (a task may not take units
+only other tickets keep), `joint_learned_fixed` (learn, then retrain from the pre-trained encoder with
+the learned tickets fixed) and `joint_random_swaps` (the super tickets with as many units swapped at
+random as the learned run of the same seed swapped). The last two read `joint_adaptive`'s run of the
+same seed, training it first if needed.
 Every run is an ordinary run directory under `<output_dir>/<contender>/`, so finished runs are reused;
 so are the super-ticket sweep's own runs of the full model and the super ticket (same recipe and seed).
 When every super ticket keeps every unit, a tickets contender is its full twin's run and reuses it.
@@ -26,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from . import registry, rundir
+from . import registry, rundir, sharing
 from .build import trainable_specs
 from .config import Config, single_task
 from .encoders import load_shape
@@ -38,8 +43,10 @@ from .validation import validate
 
 log = logging.getLogger(__name__)
 
-SHARING = {"single_full": "full", "single_tickets": "tickets", "joint_full": "full",
-           "joint_tickets": "tickets", "joint_adaptive": "adaptive"}
+SHARING = {"single_full": "full", "single_tickets": "tickets", "joint_full": "full", "joint_tickets": "tickets",
+           "joint_adaptive": "adaptive", "joint_adaptive_no_borrow": "adaptive", "joint_learned_fixed": "tickets",
+           "joint_random_swaps": "tickets"}
+FROM_LEARNED = ("joint_learned_fixed", "joint_random_swaps")  # fixed tickets made from joint_adaptive's run
 FULL_TWIN = {"single_tickets": "single_full", "joint_tickets": "joint_full"}  # same runs when no unit is masked
 SELECTIONS = {  # how a run's dev score per task is read
     "per_task": "Each task at its own best epoch (the paper's rule, which single-task runs follow too)",
@@ -124,11 +131,31 @@ def run(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets:
     cell.output_dir = str(Path(cfg.output_dir) / contender / f"{tasks[0] if single else 'joint'}-s{seed}")
     if cell.sharing == "full":
         cell.tickets_file = None
+    if contender == "joint_adaptive_no_borrow":
+        cell.adaptive.borrow = False
+    if contender in FROM_LEARNED:
+        cell.tickets_file = str(tickets_from_learned(cfg, contender, tasks, seed, super_tickets, progress))
     found = sweep_run(cell, super_tickets[tasks[0]]) if single and super_tickets else None
     if found is not None:
         return found
     result = train(cell, progress)
     return result.results, result.output_dir
+
+
+def tickets_from_learned(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets: dict[str, Ticket],
+                         progress: bool) -> Path:
+    """The fixed tickets of a FROM_LEARNED contender, written beside its runs: the learned tickets of
+    `joint_adaptive` with this seed, or the super tickets with as many random swaps."""
+    learned = TicketSet.load(run(cfg, "joint_adaptive", tasks, seed, super_tickets, progress)[1] / "learned_tickets.json")
+    path = Path(cfg.output_dir) / contender / f"tickets-s{seed}.json"
+    if contender == "joint_random_swaps":
+        rng = np.random.default_rng(seed)
+        candidates = {t: Ticket.full(learned.shape) if cfg.adaptive.borrow else sharing.own_or_free(t, super_tickets) for t in tasks}
+        tickets = {t: sharing.random_swaps(super_tickets[t], learned.tickets[t], candidates[t], rng) for t in tasks}
+        learned = TicketSet(learned.encoder, learned.shape, tickets)
+    if not path.is_file():  # written once: a resumed run trains through the same tickets
+        learned.save(path)
+    return path
 
 
 def recipe(config: dict) -> dict:
@@ -179,6 +206,8 @@ def tickets_used(contender: str, tasks: list[str], super_tickets: dict[str, Tick
         return {t: Ticket.full(shape) for t in tasks}
     if SHARING[contender] == "adaptive":
         return TicketSet.load(out / "learned_tickets.json").tickets
+    if contender in FROM_LEARNED:
+        return TicketSet.load(out / "tickets.json").tickets
     return {t: super_tickets[t] for t in tasks}
 
 

@@ -188,7 +188,8 @@ class SharingConfig:
 class CompareConfig:
     """`mtl-tickets compare`: the contenders, trained on the same data, seeds and budget."""
 
-    contenders: list[Literal["single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"]] = field(
+    contenders: list[Literal["single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive",
+                             "joint_adaptive_no_borrow", "joint_learned_fixed", "joint_random_swaps"]] = field(
         default_factory=lambda: ["single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
 

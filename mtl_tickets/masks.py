@@ -260,7 +260,7 @@ class TicketRecord:
     ffn: dict[str, list[int]] | list[int]  # layer -> kept neurons (`neuron` granularity), or kept layers (`layer`)
     params_kept: int | None = None  # for readers of the file; loading recomputes it from the units
     params_total: int | None = None
-    kind: Literal["full", "winning", "random", "losing", "adaptive"] | None = None
+    kind: Literal["full", "winning", "random", "losing", "adaptive", "random_swaps"] | None = None  # adaptive: learned
     sparsity: float | None = None
     heads_removed: int | None = None  # units removed at this sparsity (pruning.nested_tickets)
     ffn_removed: int | None = None

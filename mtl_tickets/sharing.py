@@ -134,6 +134,28 @@ class TaskScores(nn.Module):
         return float((scores[k - 1] + scores[k]) / 2)
 
 
+def own_or_free(task: str, tickets: dict[str, Ticket]) -> Ticket:
+    """The units a task may keep without borrowing: its own, and those no other task's ticket keeps."""
+    own = tickets[task]
+    others = [t for name, t in tickets.items() if name != task]
+    free = [~np.logical_or.reduce([getattr(t, p) for t in others]) if others else np.ones_like(getattr(own, p)) for p in PARTS]
+    return Ticket(own.attn_heads | free[0], own.ffn | free[1])
+
+
+def random_swaps(start: Ticket, learned: Ticket, candidates: Ticket, rng: np.random.Generator) -> Ticket:
+    """Swaps without learning (a control): `start` with as many units swapped, per unit type, as `learned`
+    swapped, drawn at random: kept units dropped, candidate units it removed gained."""
+    parts = []
+    for part in PARTS:
+        was, now, allowed = (getattr(t, part).astype(bool) for t in (start, learned, candidates))
+        flips = int((now & ~was).sum())
+        out = was.copy().ravel()
+        out[rng.choice(np.flatnonzero(was), flips, replace=False)] = False
+        out[rng.choice(np.flatnonzero(~was & allowed), flips, replace=False)] = True
+        parts.append(out.reshape(was.shape))
+    return Ticket(*parts, {"kind": "random_swaps"})
+
+
 class AdaptiveSharing(Sharing):
     """`sharing: adaptive`: fixed-budget learned tickets, starting at the super tickets (module docstring)."""
 
@@ -149,10 +171,7 @@ class AdaptiveSharing(Sharing):
         own = self.start[task]
         if self.options.borrow:
             return Ticket(np.ones_like(own.attn_heads), np.ones_like(own.ffn))
-        others = [t for name, t in self.start.items() if name != task]
-        free = [np.logical_not(np.logical_or.reduce([getattr(t, p) for t in others])) if others else np.ones_like(getattr(own, p))
-                for p in PARTS]
-        return Ticket(own.attn_heads | free[0], own.ffn | free[1])
+        return own_or_free(task, self.start)
 
     def tickets(self) -> dict[str, Ticket]:
         return {t: Ticket(*(s.mask(p).cpu().numpy() > 0 for p in PARTS), {"kind": "adaptive"}) for t, s in self.scores.items()}

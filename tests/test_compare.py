@@ -102,3 +102,31 @@ def test_paired_differences_match_a_hand_computation():
     p = 2 * stats.t.sf(abs(mean / (sd / math.sqrt(3))), df=2)
     row = paired_table([base, joint], ["rte"])[-1]
     assert row == f"| joint_full | +0.17 (2/3, p {p:.2f}) | +0.17 (2/3, p {p:.2f}) |"
+
+
+@pytest.mark.slow
+def test_adaptive_controls_read_the_learned_run_of_the_same_seed(tiny_model_dir, glue_slice, tmp_path):
+    """Learn-then-fix trains through exactly the learned tickets; random swaps flip as many units per
+    task and unit type, at random; borrowing off is the adaptive run with adaptive.borrow false."""
+    from mtl_tickets.config import load_config
+
+    tickets = ticket_file(tmp_path / "t.json")
+    out = tmp_path / "cmp"
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}", f"output_dir={out}",
+                             f"data.cache_dir={tmp_path / 'cache'}", "tasks=[rte, stsb]", "train.epochs=2", "train.batch_size=4",
+                             "data.max_seq_len=24", f"tickets_file={tickets}", "compare.seeds=[2]", "adaptive.lr=0.1",
+                             "adaptive.margin=0.1", "adaptive.warmup=0", "adaptive.cooldown=0",
+                             "compare.contenders=[joint_tickets, joint_learned_fixed, joint_random_swaps, joint_adaptive_no_borrow]"])
+    rows = {r.contender: r for r in compare(cfg, progress=False)["per_task"]}
+    assert set(rows) == {"joint_tickets", "joint_learned_fixed", "joint_random_swaps", "joint_adaptive_no_borrow"}
+    start = TicketSet.load(tickets).tickets
+    learned = TicketSet.load(out / "joint_adaptive" / "joint-s2" / "learned_tickets.json").tickets
+    fixed = TicketSet.load(out / "joint_learned_fixed" / "joint-s2" / "tickets.json").tickets
+    swapped = TicketSet.load(out / "joint_random_swaps" / "joint-s2" / "tickets.json").tickets
+    assert fixed == learned and any(learned[t] != start[t] for t in learned)
+    for t in start:
+        for part in ("attn_heads", "ffn"):
+            was, now, rand = (getattr(x[t], part) for x in (start, learned, swapped))
+            assert (rand & ~was).sum() == (now & ~was).sum() == (was & ~rand).sum()
+    assert not load_config(out / "joint_adaptive_no_borrow" / "joint-s2" / "config.yaml").adaptive.borrow
+    assert rows["joint_learned_fixed"].params_per_task == rows["joint_tickets"].params_per_task  # equal budgets

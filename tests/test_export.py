@@ -9,8 +9,8 @@ import torch
 from mtl_tickets import gates as gating
 from mtl_tickets import registry
 from mtl_tickets.encoders import load_tokenizer
-from mtl_tickets.export import export, load_exported
-from mtl_tickets.masks import Ticket
+from mtl_tickets.export import export, export_run, load_exported
+from mtl_tickets.masks import Ticket, TicketSet
 from mtl_tickets.model import MultiTaskModel
 
 from .conftest import tiny_encoder, token_batch
@@ -113,3 +113,27 @@ def test_export_cli_from_a_ticket_run(tiny_model_dir, glue_slice, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "heads per layer 3/3" in result.stdout
     assert load_exported(tmp_path / "exported").task == "stsb"
+
+
+@pytest.mark.slow
+def test_export_of_an_adaptive_run_predicts_exactly_what_evaluate_does(tiny_model_dir, glue_slice, tmp_path):
+    """The exported model is pruned to the learned ticket its best weights evaluate through (not the ungated
+    encoder, nor the super ticket); learned_tickets.json holds the masks at the end of training."""
+    from mtl_tickets.data import load_task
+    from mtl_tickets.evaluation import predict
+    from mtl_tickets.inference import load_run
+    from mtl_tickets.train import train
+
+    start_file = ticket_file(tmp_path / "t.json")
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte, stsb]", "sharing=adaptive",
+                      f"tickets_file={start_file}", "train.epochs=2", "adaptive.lr=0.5", "adaptive.margin=0.05",
+                      "adaptive.warmup=0", "adaptive.cooldown=0")
+    run = train(cfg, progress=False).output_dir
+    run_cfg, model = load_run(run)
+    learned = model.sharing.tickets()["stsb"]
+    assert learned != TicketSet.load(start_file).tickets["stsb"]  # the masks moved
+    export_run(run, "stsb", tmp_path / "exported")
+    exported = load_exported(tmp_path / "exported")
+    assert exported.ticket == learned
+    dev = load_task(registry.all_tasks()["stsb"], load_tokenizer(run_cfg.model.name), run_cfg.data).dev["dev"]
+    np.testing.assert_allclose(predict(exported.model, dev, "stsb", 8), predict(model, dev, "stsb", 8), atol=1e-5)

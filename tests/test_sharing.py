@@ -188,3 +188,23 @@ def test_adaptive_run_moves_masks_holds_budgets_and_shows_it_in_tensorboard(tiny
 
     best = json.loads((result.output_dir / "best" / "eval.json").read_text())["tasks"]
     assert evaluate_run(result.output_dir) == best  # the best weights carry the scores they were evaluated with
+
+
+def test_random_swaps_flip_as_many_units_at_random_within_the_candidates():
+    from mtl_tickets.sharing import own_or_free, random_swaps
+
+    start = tickets()
+    learned = AdaptiveSharing(start, SharingConfig(lr=0.2))
+    torch.manual_seed(0)
+    w = torch.randn(start["rte"].ffn.shape)
+    steps_until(learned, "rte", lambda g: (g.ffn * w).sum() + (g.attn_heads * w[:, :4]).sum(),
+                lambda s: s.report()["per_task"]["rte"]["ffn"]["gained"] > 3, limit=50)
+    learned_rte = learned.tickets()["rte"]
+    candidates = own_or_free("rte", start)
+    draws = [random_swaps(start["rte"], learned_rte, candidates, np.random.default_rng(seed)) for seed in (1, 2)]
+    for swapped in draws:
+        for part in ("attn_heads", "ffn"):
+            was, now, rand, allowed = (getattr(t, part) for t in (start["rte"], learned_rte, swapped, candidates))
+            assert (rand & ~was).sum() == (now & ~was).sum() == (was & ~rand).sum()
+            assert not (rand & ~allowed).any()
+    assert draws[0] != draws[1] and draws[0] != learned_rte  # drawn, not learned
