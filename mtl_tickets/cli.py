@@ -307,11 +307,15 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
     Trains (or reuses) single-task full models, single-task super tickets, joint full (MT-DNN),
     joint tickets (Tickets-Share) and joint adaptive, and prints the table twice: each task at its
     own best epoch (the paper's rule), and each joint run's one best checkpoint (what is deployed);
-    writes OUTPUT_DIR/comparison.csv and comparison.md.
+    writes OUTPUT_DIR/comparison.csv and comparison.md. Adaptive sharing's controls are contenders
+    too: joint_adaptive_no_borrow, joint_learned_fixed (learn, then retrain with the learned tickets
+    fixed) and joint_random_swaps (as many swaps as the learned run, at random).
 
     \b
-    Example:
+    Examples:
       mtl-tickets compare --config configs/compare_mini_glue.yaml --tickets runs/tickets/tickets.json
+      mtl-tickets compare --config configs/compare_mini_glue.yaml --tickets runs/tickets/tickets.json \\
+        --set "compare.contenders=[joint_tickets, joint_adaptive, joint_learned_fixed, joint_random_swaps]"
     """
     from .compare import compare
 
