@@ -243,7 +243,7 @@ def evaluate_and_keep_best(s: Session) -> None:
     mix = {f"train/mix/{t}": n / state.step for t, n in state.task_steps.items()}
     s.loggers.log_dict({**payload, **mix, "eval/glue_average": score}, state.step)
     if isinstance(s.model.sharing, AdaptiveSharing):
-        log_sharing(s.model.sharing, s.loggers, state.step)
+        record["sharing"] = log_sharing(s.model.sharing, s.loggers, state.step)
     if s.world.is_main:
         summary = "  ".join(f"{t} {task_score(r):.2f}" for t, r in tasks.items())
         log.info("eval step %d epoch %.2f: %s | average %.2f", state.step, record["epoch"], summary, score)
@@ -255,7 +255,7 @@ def evaluate_and_keep_best(s: Session) -> None:
             checkpoint.atomic_write_text(s.out / "best" / "eval.json", json.dumps(record, indent=2))
 
 
-def log_sharing(sharing: AdaptiveSharing, loggers: Loggers, step: int) -> None:
+def log_sharing(sharing: AdaptiveSharing, loggers: Loggers, step: int) -> dict:
     """What the adaptive module has learned so far: per task and unit type the units gained, dropped
     and taken from other tasks' tickets, density, Jaccard to the super ticket and the share of units
     near the decision boundary; the task x task overlap of the learned masks and its change."""
@@ -268,12 +268,12 @@ def log_sharing(sharing: AdaptiveSharing, loggers: Loggers, step: int) -> None:
         for j, b in enumerate(names):
             if i < j:
                 for part in PARTS:
-                    scalars[f"sharing/jaccard_{part}/{a}-{b}"] = report["overlap"][part]["jaccard"][i][j]
+                    scalars[f"sharing/jaccard_{part}/{a}-{b}"] = report["jaccard"][part][i][j]
     loggers.log_dict(scalars, step)
     for part, label in (("attn_heads", "heads"), ("ffn", "FFN units")):
         figures = {
-            f"sharing/overlap_{part}": heatmap_figure(report["overlap"][part]["jaccard"], names, f"Jaccard of learned {label}"),
-            f"sharing/overlap_change_{part}": heatmap_figure(report["overlap_change"][part], names,
+            f"sharing/overlap_{part}": heatmap_figure(report["jaccard"][part], names, f"Jaccard of learned {label}"),
+            f"sharing/overlap_change_{part}": heatmap_figure(report["jaccard_change"][part], names,
                                                              f"Jaccard change since the super tickets ({label})", signed=True),
             f"sharing/taken_{part}": heatmap_figure(report["taken"][part], names, f"{label} the row task took from the column's ticket",
                                                     vmax=None),
@@ -285,6 +285,7 @@ def log_sharing(sharing: AdaptiveSharing, loggers: Loggers, step: int) -> None:
         for part in PARTS:
             scores = getattr(sharing.scores[name], part).detach().flatten().cpu()
             loggers.log_histogram(f"sharing/{name}/{part}_score", scores, step)
+    return report
 
 
 def save_checkpoint(s: Session) -> None:
