@@ -59,6 +59,7 @@ BUDGETS = (3, 6, 10)  # v2 step 1: epochs of the full model; the schedule spans 
 LRS = (1e-4, 5e-5)  # v2 step 1: the first is the budget runs' (v1's choice), the second is tried at the chosen budget
 SELECTION_SEEDS, CONFIRM_SEEDS, GLUE_FULL_SEEDS = [1, 2], [2, 3, 4, 5, 6], [1, 2, 3, 4, 5]
 JOINT = ("joint_full", "joint_tickets", "joint_adaptive")
+ADAPTIVE_CONTROLS = ("joint_adaptive_no_borrow", "joint_learned_fixed", "joint_random_swaps")  # issue #13; read joint_adaptive's runs
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -195,17 +196,19 @@ def glue_full_args(seed: int, grid: Grid) -> list[str] | None:
 
 
 def stages(tasks: list[str]) -> list[Stage]:
-    """The grid in priority order: v2 step 1, the dev-selected sweeps and their comparison, the
-    held-out-selected sweeps, then GLUE-full one seed at a time."""
+    """The grid in priority order: v2 step 1, the dev-selected sweeps and their comparison (with adaptive
+    sharing's controls), the held-out-selected sweeps, then GLUE-full one seed at a time."""
     budget = [Stage(f"v2-budget-e{e}", (), partial(budget_args, e)) for e in BUDGETS]
     lr = Stage("v2-lr", tuple(s.name for s in budget), lr_args)
     dev = [Stage(f"v2-sweep-dev-{t}", (lr.name,), partial(sweep_args, t, "dev")) for t in tasks]
     joint = [Stage(f"v2-compare-{c}", (lr.name,) if c == "joint_full" else tuple(s.name for s in dev),
                    partial(compare_args, [c])) for c in JOINT]
-    table = Stage("v2-compare", tuple(s.name for s in joint), partial(compare_args, ["single_full", "single_tickets", *JOINT]))
+    controls = [Stage(f"v2-compare-{c}", ("v2-compare-joint_adaptive",), partial(compare_args, [c])) for c in ADAPTIVE_CONTROLS]
+    table = Stage("v2-compare", tuple(s.name for s in [*joint, *controls]),
+                  partial(compare_args, ["single_full", "single_tickets", *JOINT, *ADAPTIVE_CONTROLS]))
     held = [Stage(f"v2-sweep-heldout-{t}", (lr.name,), partial(sweep_args, t, "heldout")) for t in tasks]
     full = [Stage(f"glue-full-s{s}", (), partial(glue_full_args, s)) for s in GLUE_FULL_SEEDS]
-    return [*budget, lr, *dev, *joint, table, *held, *full]
+    return [*budget, lr, *dev, *joint, *controls, table, *held, *full]
 
 
 # ------------------------------------------------------------------------------- running

@@ -118,7 +118,9 @@ def test_gpu_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_dir, 
     assert done.returncode == 0, done.stderr[-2000:]
     last = {e["stage"]: e for e in events(out)}
     assert [last[s]["event"] for s in step_one] == ["done"] * 4 and [last[s]["runs"] for s in step_one] == [2] * 4
-    assert last["v2-compare"]["why"] == "needs v2-compare-joint_full, v2-compare-joint_tickets, v2-compare-joint_adaptive"
+    assert last["v2-compare"]["why"] == ("needs v2-compare-joint_full, v2-compare-joint_tickets, v2-compare-joint_adaptive, "
+                                         "v2-compare-joint_adaptive_no_borrow, v2-compare-joint_learned_fixed, "
+                                         "v2-compare-joint_random_swaps")
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["epochs"] in (3, 6, 10) and recipe["lr"] in (1e-4, 5e-5)
     lr_start = next(e for e in events(out) if e["stage"] == "v2-lr" and e["event"] == "start")
