@@ -24,7 +24,8 @@ What fits (an estimate, not a measurement: grid.jsonl's steps_per_s replaces it 
 mini-GLUE's five train sets are 520 batches of 32 an epoch (CoLA 268, the others 63 each). At 3 epochs
 v2 is about 112k training steps in 275 runs: step 1 (budget at 3/6/10 epochs and the second lr, seeds
 1-2) 23k steps in 40 runs; the dev-selected sweeps (12 cells at seed 1, full and best winning at seeds
-2-6) 34k in 110; the joint contenders at seeds 2-6 23k in 15; the held-out-selected sweeps 31k in 110.
+2-6) 34k in 110; the three joint contenders at seeds 2-6 23k in 15 (adaptive sharing's three controls as
+many again); the held-out-selected sweeps 31k in 110.
 A step of MiniLM-L6 is about 85 GFLOP (batch 32 x ~40 tokens x 65 MFLOP per token, measured on the CPU),
 under a millisecond of H200 compute, so it is bound by kernel launches and Python: assumed 12 ms
 (85 steps/s) per process, plus about 5 s per run (load, three evaluations, checkpoints) and 10 s per
