@@ -167,7 +167,7 @@ class SharingConfig:
     tickets starting at the super tickets."""
 
     margin: float = 0.5  # initial score of a unit: +margin kept by its super ticket, -margin removed
-    lr: float = 0.01  # learning rate of the scores (their own AdamW group, no weight decay)
+    lr: float = 0.05  # of the scores (own AdamW group, no weight decay); a swap takes >= margin/lr steps (adaptive_pilot.md)
     warmup: float = 0.1  # fraction of the steps, at the start, with the masks fixed (the heads adapt first)
     cooldown: float = 0.1  # fraction at the end with the masks fixed (the weights settle on them)
     borrow: bool = True  # a task may take units that only other tasks' tickets keep

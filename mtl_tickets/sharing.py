@@ -21,10 +21,13 @@ on the final masks. An optional sharing loss (AdaShare's form) pulls a task's sc
 
 Why this design: the first one (logit offsets at a +-3 margin, one affinity scalar per task pair,
 logistic sampling noise and a quadratic density budget) moved no unit in any seed of mini-GLUE v1; a
-probe with a faster rate moved units one way only, regrowing the full model. Adam moves a score by about
-its learning rate per step, so a swap needs about margin / lr steps of a consistent gradient: 50 at the
-defaults, within the ~300 steps a task gets in a joint mini-GLUE run; a top-k holds the density by
-construction. `../shared/reference/adaptive_sharing.md` has the methods this follows.
+probe with a faster rate moved units one way only, regrowing the full model. Adam moves a score by at
+most about its learning rate per step (less when the gradient's sign wavers) and does not see the
+gradient's scale, so only margin / lr matters: a swap needs at least margin / lr steps of a consistent
+gradient. The pilot (benchmarks/results/adaptive_pilot.md) chose it: at 50 no unit moved in a mini-GLUE
+run; at 10 (the default) each task swapped 2 heads and about 3 % of its FFN units, most of them taken from
+other tasks' tickets; at 2 about 9 %. A top-k holds the density by construction.
+`../shared/reference/adaptive_sharing.md` has the methods this follows.
 """
 
 from __future__ import annotations

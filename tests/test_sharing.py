@@ -73,7 +73,7 @@ def test_a_helpful_unit_is_switched_on_and_a_harmful_one_off_within_margin_over_
     sharing = AdaptiveSharing(start, SharingConfig())
     steps = steps_until(sharing, "rte", lambda g: g.attn_heads[1, 1] - g.attn_heads[0, 1],
                         lambda s: s.tickets()["rte"].attn_heads[0, 1])
-    stated = math.ceil(sharing.options.margin / sharing.options.lr)  # 50 at the defaults
+    stated = math.ceil(sharing.options.margin / sharing.options.lr)  # 10 at the defaults
     assert stated - 5 <= steps <= stated + 5
     learned = sharing.tickets()["rte"]
     assert not learned.attn_heads[1, 1] and learned.attn_heads.sum() == start["rte"].attn_heads.sum()
