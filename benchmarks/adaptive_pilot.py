@@ -53,7 +53,6 @@ def run_cell(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
     if sharing:
         row["moved"] = {t: {p: {k: d[k] for k in ("gained", "dropped", "taken_from_others", "near_boundary", "jaccard_to_start")}
                             for p, d in parts.items()} for t, parts in sharing["per_task"].items()}
-        row["jaccard_change"] = sharing["jaccard_change"]
     return row
 
 
