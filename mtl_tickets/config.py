@@ -178,6 +178,11 @@ class SharingConfig:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
 
 
+# Each compare contender's sharing mode: `tickets` and `adaptive` train through the super tickets.
+CONTENDER_SHARING = {"single_full": "full", "single_tickets": "tickets", "joint_full": "full",
+                     "joint_tickets": "tickets", "joint_adaptive": "adaptive"}
+
+
 @dataclass
 class CompareConfig:
     """`mtl-tickets compare`: the contenders, trained on the same data, seeds and budget."""
@@ -191,6 +196,10 @@ class CompareConfig:
             raise ValueError("compare needs at least one seed and one contender")
         if len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds repeats a seed: {self.seeds}; list each seed once")
+
+    def uses_tickets(self) -> bool:
+        """Whether a contender trains through the super tickets (fixed or as the start of adaptive sharing)."""
+        return any(CONTENDER_SHARING[c] != "full" for c in self.contenders)
 
 
 @dataclass
