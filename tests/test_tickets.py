@@ -2,20 +2,25 @@
 
 import csv
 import json
+from dataclasses import asdict
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mtl_tickets import checkpoint
+from mtl_tickets import checkpoint, tickets
 from mtl_tickets.build import build_model
 from mtl_tickets.config import load_config
 from mtl_tickets.inference import load_run
-from mtl_tickets.masks import TicketSet
+from mtl_tickets.gates import EncoderShape
+from mtl_tickets.masks import Ticket, TicketSet
 from mtl_tickets.pruning import owned_slices
 from mtl_tickets.schema import ConfigError
-from mtl_tickets.tickets import curve_rows, find_super_tickets
+from mtl_tickets.stats import PairedDifference
+from mtl_tickets.tickets import Cell, confirm_summary, confirm_with_seeds, curve_rows, find_super_tickets
 
 from .test_cli import cli
 
@@ -187,3 +192,34 @@ def test_only_the_scored_full_model_keeps_weights(tiny_model_dir, glue_slice, tm
     assert not any((p / "checkpoints").exists() for p in cells)
     with pytest.raises(ConfigError, match="train.save_best off"):
         load_run(out / "rte" / "winning-0.5-s1")
+
+
+CONFIRMED = {("full", 2): 50.0, ("full", 3): 52.0, ("full", 4): 51.0, ("winning", 2): 51.5, ("winning", 3): 52.5, ("winning", 4): 53.0}
+
+
+def test_confirmation_pairs_the_winning_ticket_with_the_full_model_in_the_ticket_file(monkeypatch, tmp_path):
+    """The seed reruns (stood in for by their scores) give the winning entry its paired difference; the
+    ticket file keeps it through its schema, and the printed line shows it with its interval."""
+    def rerun(cfg, task, kind, sparsity, ticket, shape, task_root, seed, progress):
+        return Cell(kind, sparsity, seed, 1.0, CONFIRMED[(kind, seed)], 0.0, None, None)
+
+    monkeypatch.setattr(tickets, "run_cell", rerun)
+    cfg = load_config(None, ["tickets.confirm_seeds=[2, 3, 4]"])
+    best = Cell("winning", 0.3, 1, 0.7, 55.0, 54.0, None, None)
+    confirm = confirm_with_seeds(cfg, "rte", best, {("full", 0.0): None, ("winning", 0.3): None}, None, tmp_path, False)
+    expected = PairedDifference.of([51.5, 52.5, 53.0], [50.0, 52.0, 51.0])
+    assert confirm["winning"]["vs_full"] == asdict(expected) and "vs_full" not in confirm["full"]
+    ticket = Ticket(np.ones((2, 4), bool), np.ones((2, 5), bool), {"kind": "winning", "sparsity": 0.3, "seed": 1, "confirm": confirm})
+    TicketSet("tiny", EncoderShape(2, 4, 5, 8), {"rte": ticket}).save(tmp_path / "tickets.json")
+    assert TicketSet.load(tmp_path / "tickets.json").tickets["rte"].info["confirm"] == confirm
+    line = confirm_summary(ticket.info)
+    assert line.endswith(f"(seeds [2, 3, 4]) | winning 0.3 - full model: {expected}") and "95 % CI [" in line
+
+
+def test_ticket_files_written_before_the_paired_difference_still_read_and_show_it():
+    """A committed mini-GLUE v1 sweep (no `vs_full`; confirmed on seeds 1-3, as v1 did)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "phase_transition" / "rte" / "tickets.json"
+    info = TicketSet.load(path).tickets["rte"].info
+    assert "vs_full" not in info["confirm"]["winning"]
+    difference = PairedDifference.of(info["confirm"]["winning"]["scores"], info["confirm"]["full"]["scores"])
+    assert confirm_summary(info).endswith(f"(seeds [1, 2, 3]) | winning 0.1 - full model: {difference}")
