@@ -61,7 +61,7 @@ class Row:
 def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
     """Train (or reuse) every contender with every seed; write comparison.csv and .md; return the rows
     under each selection rule."""
-    validate(cfg)
+    validate(cfg, "compare")
     shape = load_shape(cfg.model.name)
     specs = trainable_specs(cfg)
     tasks = [s.name for s in specs]

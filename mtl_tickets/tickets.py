@@ -57,7 +57,7 @@ class Cell:
 
 def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
     """Each task's super ticket, with its phase-transition curve, as one ticket set."""
-    validate(cfg)
+    validate(cfg, "tickets")
     root = Path(cfg.output_dir)
     super_tickets, shape = {}, None
     for spec in trainable_specs(cfg):
