@@ -1,5 +1,7 @@
 """Shared vs task-specific tickets, one command: every contender trained on the same data, seeds and
-budget, one table (per-task metric mean ± std over seeds, the GLUE average, the parameters used).
+budget, one table (per-task metric mean ± std over seeds, the GLUE average, the parameters used) and
+every contender's paired difference to the first (stats.py), on seeds the super tickets were not
+selected on.
 
 A joint run is read two ways, and the table is written for both: each task at its own best epoch
 (the rule a single-task run follows, and the paper's), and the joint model's one best checkpoint by
@@ -59,8 +61,8 @@ class Row:
 
 
 def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
-    """Train (or reuse) every contender with every seed; write comparison.csv and .md; return the rows
-    under each selection rule."""
+    """Train (or reuse) every contender with every seed; write comparison.csv, comparison_paired.csv and
+    comparison.md; return the rows under each selection rule."""
     validate(cfg, "compare")
     shape = load_shape(cfg.model.name)
     specs = trainable_specs(cfg)

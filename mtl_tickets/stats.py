@@ -59,6 +59,7 @@ class PairedDifference:
         return cls(n, mean, std, mean - t_crit * se, mean + t_crit * se, p_t, p_permutation, ahead, detectable(n, std))
 
     def excludes_zero(self) -> bool:
+        """Whether the 95 % interval leaves out 0: the only case PROTOCOL v2 calls a difference."""
         return self.ci_low is not None and (self.ci_low > 0 or self.ci_high < 0)
 
     def cells(self) -> list[str]:
