@@ -1,10 +1,10 @@
 """Shared vs task-specific tickets on protocol mini-GLUE v1: `mtl-tickets compare` on the five tasks.
 
 Reuses the phase-transition sweep (benchmarks/phase_transition.py): its super tickets, merged into one
-ticket set, and its own runs of the full model and the super ticket (seeds 1-3), so the single-task
-contenders cost nothing more. Until every task's sweep has finished, only the joint full model
-(MT-DNN) runs, which needs no ticket. Finished runs are mirrored into
-benchmarks/results/compare_mini_glue/ and restored at start, so a committed run is never trained again.
+ticket set, and its own runs of the full model and the super ticket (its confirm seeds), so the
+single-task contenders cost nothing more where the seeds match. Until every task's sweep has
+finished, only the joint full model (MT-DNN) runs, which needs no ticket. Finished runs are mirrored
+into benchmarks/results/compare_mini_glue/ and restored at start, so a committed run is never trained again.
 
     python benchmarks/compare_mini_glue.py --glue-dir ../shared/data/glue
     python benchmarks/compare_mini_glue.py --glue-dir ../shared/data/glue --seeds 1   # one seed of each first
@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--glue-dir", help="GLUE in its tsv layout (needed unless --summary-only)")
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--contenders", nargs="+", choices=ALL, help="Default: all once every sweep has finished.")
-    parser.add_argument("--seeds", nargs="+", type=int, help="Default: the config's (1 2 3). Fewer first gives every "
-                        "contender a seed before any gets three.")
+    parser.add_argument("--seeds", nargs="+", type=int, help="Default: the config's (2-6). Fewer first gives every "
+                        "contender a seed before any gets all.")
     parser.add_argument("--summary-only", action="store_true", help="Rewrite compare_mini_glue.md; train nothing.")
     args = parser.parse_args()
     if args.summary_only:

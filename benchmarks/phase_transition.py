@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from common import mirror, run_mirrored
-from scipy import stats
 
-from mtl_tickets.tickets import write_curve
+from mtl_tickets.tickets import winning_vs_full, write_curve
 
 RESULTS = Path(__file__).parent / "results" / "phase_transition"
 CONFIG = "configs/tickets_mini_glue.yaml"
@@ -75,15 +73,13 @@ def seed_reruns(confirm: dict) -> str:
 
 
 def paired_gain(confirm: dict) -> str:
-    """The winning ticket minus the full model, seed by seed (same data order and head init): the gain
-    against seed noise, with a paired t-test (at 3 seeds only a strong, steady gain reaches p < 0.05)."""
+    """The winning ticket minus the full model, seed by seed (same data order and head init), read
+    against seed noise by the tools' paired statistics (mtl_tickets/stats.py)."""
     if "winning" not in confirm:
         return "No winning ticket was rerun."
     full, win = confirm["full"]["scores"], confirm["winning"]["scores"]
-    gains = [w - f for w, f in zip(win, full, strict=True)]
-    p = stats.ttest_rel(win, full).pvalue if len(gains) > 1 and len(set(gains)) > 1 else float("nan")
-    return (f"Winning ticket minus full model, seed by seed: {', '.join(f'{g:+.2f}' for g in gains)}; "
-            f"mean {statistics.mean(gains):+.2f}, paired t-test p = {p:.2f} ({len(gains)} seeds).")
+    gains = ", ".join(f"{w - f:+.2f}" for w, f in zip(win, full, strict=True))
+    return f"Winning ticket minus full model, seed by seed: {gains}; {winning_vs_full(confirm)} ({len(win)} seeds)."
 
 
 def confirmed_name(run: dict) -> str:

@@ -1,5 +1,5 @@
 """Disk a super-ticket sweep needs: measured on a tiny sweep of one task over the default grid (the full
-model, 5 winning, 2 random and 2 losing tickets, 3 confirm seeds), and computed for the default
+model, 5 winning, 2 random and 2 losing tickets, the default confirm seeds), and computed for the default
 encoder from the measured size of its weights and of one resumable checkpoint.
 
     python benchmarks/sweep_disk.py --glue-dir ../shared/data/glue

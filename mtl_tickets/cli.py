@@ -193,8 +193,9 @@ def tickets() -> None:
 def tickets_find(config_file, tasks, overrides, ffn_granularity, sparsities, sparsity_mode, quiet, **flags) -> None:
     """Find each task's super ticket: fine-tune, score, prune, rewind, re-fine-tune, pick the best.
 
-    The full model and the best winning ticket are then rerun with tickets.confirm_seeds, so the
-    printed means say whether the ticket beats the full model against seed noise.
+    The full model and the best winning ticket are then rerun with tickets.confirm_seeds (never
+    train.seed, the grid's), and the printed line gives their paired difference with its 95 %
+    interval: whether the ticket beats the full model against seed noise.
 
     Every (kind, sparsity, seed) cell is its own resumable run under OUTPUT_DIR/<task>/; rerun the
     same command to continue a killed sweep. Writes OUTPUT_DIR/tickets.json, <task>_curve.csv/.png
@@ -306,10 +307,12 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
 
     Trains (or reuses) single-task full models, single-task super tickets, joint full (MT-DNN),
     joint tickets (Tickets-Share) and joint adaptive, and prints the table twice: each task at its
-    own best epoch (the paper's rule), and each joint run's one best checkpoint (what is deployed);
-    writes OUTPUT_DIR/comparison.csv and comparison.md. Adaptive sharing's controls are contenders
-    too: joint_adaptive_no_borrow, joint_learned_fixed (learn, then retrain with the learned tickets
-    fixed) and joint_random_swaps (as many swaps as the learned run, at random).
+    own best epoch (the paper's rule), and each joint run's one best checkpoint (what is deployed),
+    each with every contender's paired difference to the first; writes OUTPUT_DIR/comparison.csv,
+    comparison_paired.csv and comparison.md. Tickets contenders never run on the tickets' selection seed.
+    Adaptive sharing's controls are contenders too: joint_adaptive_no_borrow, joint_learned_fixed
+    (learn, then retrain with the learned tickets fixed) and joint_random_swaps (as many swaps as the
+    learned run, at random).
 
     \b
     Examples:
@@ -365,7 +368,8 @@ def validate(files, overrides) -> None:
     """Check run configs and task files without loading data or a model, one line per file.
 
     A run config gets the checks every recipe runs first (keys, types, ranges, tasks, sampler,
-    ticket file); a file in a tasks folder (tasks/, $MTL_TICKETS_TASKS) is read as task
+    ticket file), and one with a tickets or compare section that recipe's own (no confirmation on
+    the selection seed); a file in a tasks folder (tasks/, $MTL_TICKETS_TASKS) is read as task
     declarations. Exits 2 if any file fails.
 
     \b

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from .inference import load_run
 from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
+from .stats import PairedDifference
 from .train import train
 from .validation import validate
 
@@ -56,7 +57,7 @@ class Cell:
 
 def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
     """Each task's super ticket, with its phase-transition curve, as one ticket set."""
-    validate(cfg)
+    validate(cfg, "tickets")
     root = Path(cfg.output_dir)
     super_tickets, shape = {}, None
     for spec in trainable_specs(cfg):
@@ -156,9 +157,10 @@ def run_cell(cfg: Config, task: str, kind: str, sparsity: float, ticket: Ticket,
 
 def confirm_with_seeds(cfg: Config, task: str, best_winning: Cell | None, candidates, shape, task_root: Path,
                        progress: bool) -> dict:
-    """The full model and the best winning ticket rerun with every confirm seed: whether the winning
-    ticket beats the full model, against seed noise, whichever of them the grid's seed picked. No
-    confirm seeds: no reruns, and nothing to report."""
+    """The full model and the best winning ticket rerun with every confirm seed (never the grid's seed,
+    validation sees to it): whether the winning ticket beats the full model, against seed noise,
+    whichever of them the grid's seed picked. The winning entry keeps its paired difference to the full
+    model (`vs_full`) for readers of the ticket file. No confirm seeds: no reruns, nothing to report."""
     out = {}
     if not cfg.tickets.confirm_seeds:
         return out
@@ -171,16 +173,28 @@ def confirm_with_seeds(cfg: Config, task: str, best_winning: Cell | None, candid
         scores = [c.reported_score(cfg.tickets.select_on) for c in cells]
         out[name] = {"kind": kind, "sparsity": sparsity, "seeds": cfg.tickets.confirm_seeds, "scores": scores,
                      "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+    if "winning" in out:
+        out["winning"]["vs_full"] = asdict(winning_vs_full(out))
     return out
 
 
+def winning_vs_full(confirm: dict) -> PairedDifference:
+    """The best winning ticket minus the full model over the confirm seeds, paired by seed."""
+    return PairedDifference.of(confirm["winning"]["scores"], confirm["full"]["scores"])
+
+
 def confirm_summary(info: dict) -> str:
-    """One line on a super ticket's seed reruns: each contender's mean ± std, or that there were none."""
+    """One line on a super ticket's seed reruns: each contender's mean ± std and the winning ticket's
+    paired difference to the full model, or that there were none. The difference is recomputed from
+    the scores, so files written before `vs_full` read the same."""
     confirm = info.get("confirm")
     if not confirm:
         return "no seed confirmation (tickets.confirm_seeds is empty)"
     named = {("full model" if v["kind"] == "full" else f"{v['kind']} {v['sparsity']:g}"): v for v in confirm.values()}
-    return "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items()) + f" (seeds {confirm['full']['seeds']})"
+    line = "  ".join(f"{name}: {v['mean']:.2f} ± {v['std']:.2f}" for name, v in named.items()) + f" (seeds {confirm['full']['seeds']})"
+    if "winning" not in confirm:
+        return line
+    return line + f" | winning {confirm['winning']['sparsity']:g} - full model: {winning_vs_full(confirm)}"
 
 
 def write_curve(root: Path, task: str, info: dict) -> None:

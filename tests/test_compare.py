@@ -10,10 +10,11 @@ from scipy import stats
 import numpy as np
 
 from mtl_tickets import registry, train as train_module
-from mtl_tickets.compare import Row, compare, paired_table
+from mtl_tickets.compare import Row, compare, paired_table, write_table
 from mtl_tickets.config import load_config
 from mtl_tickets.masks import Ticket, TicketSet
 from mtl_tickets.registry import TaskSpec, TsvSource
+from mtl_tickets.stats import PairedDifference
 from mtl_tickets.train import start_session
 
 from .test_cli import cli
@@ -32,7 +33,7 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
     for contender in ("single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"):
         assert f"| {contender} |" in result.stdout
     assert "| GLUE avg |" in result.stdout and "reuses the runs" not in result.stdout  # GLUE tasks, sparse tickets
-    assert result.stdout.count("Against single_full, seed by seed") == 2  # one per selection rule
+    assert result.stdout.count("Against single_full, paired by seed (2 seeds)") == 2  # one per selection rule
     table = list(csv.DictReader((out / "comparison.csv").open()))
     rows, checkpoint = ([r for r in table if r["selection"] == sel] for sel in ("per_task", "checkpoint"))
     assert len(rows) == len(checkpoint) == 10 and {r["seed"] for r in rows} == {"1", "2"}
@@ -91,6 +92,7 @@ def test_a_task_outside_glue_gets_a_plain_average_and_full_tickets_reuse_the_ful
     assert "joint_tickets reuses the runs of joint_full: every super ticket keeps every unit." in table
     rows = list(csv.DictReader((tmp_path / "cmp" / "comparison.csv").open()))
     assert [r["runs_of"] for r in rows] == ["", "joint_full"] * 2 and "average" in rows[0]
+    assert "| joint_tickets | average | +0.00 | no detectable difference (no 95 % CI: one seed) |" in table
 
 
 def test_paired_differences_match_a_hand_computation():
@@ -99,9 +101,33 @@ def test_paired_differences_match_a_hand_computation():
     gains = [1.0, 0.5, -1.0]
     mean = sum(gains) / 3
     sd = math.sqrt(sum((g - mean) ** 2 for g in gains) / 2)
-    p = 2 * stats.t.sf(abs(mean / (sd / math.sqrt(3))), df=2)
-    row = paired_table([base, joint], ["rte"])[-1]
-    assert row == f"| joint_full | +0.17 (2/3, p {p:.2f}) | +0.17 (2/3, p {p:.2f}) |"
+    se = sd / math.sqrt(3)
+    p = 2 * stats.t.sf(abs(mean / se), df=2)
+    low, high = mean - stats.t.ppf(0.975, df=2) * se, mean + stats.t.ppf(0.975, df=2) * se
+    table = paired_table([base, joint], ["rte"])
+    assert table[0].startswith("Against single_full, paired by seed (3 seeds)")
+    assert table[2] == "| contender | task | difference | reading | p (t) | p (sign flips) | seeds ahead | detectable at 80 % power |"
+    cells = f" | +0.17 | no detectable difference (95 % CI [{low:+.2f}, {high:+.2f}]) | {p:.2g} | 1 | 2/3 |"
+    assert table[-2].startswith(f"| joint_full | rte{cells}") and table[-1].startswith(f"| joint_full | GLUE avg{cells}")
+
+
+def test_the_tables_give_every_contender_its_paired_difference_to_the_first(tmp_path):
+    """comparison.csv keeps its columns; comparison_paired.csv and the markdown add the paired numbers."""
+    seeds = [2, 3, 4, 5, 6]
+    full = Row("single_full", seeds, {"rte": [50.0, 51.0, 52.0, 53.0, 54.0]}, [50.0, 51.0, 52.0, 53.0, 54.0], 1.0, 1.0)
+    better = Row("joint_tickets", seeds, {"rte": [51.0, 53.0, 55.0, 57.0, 59.0]}, [51.0, 53.0, 55.0, 57.0, 59.0], 0.7, 0.8)
+    write_table(tmp_path, {"per_task": [full, better]}, ["rte"])
+    with (tmp_path / "comparison.csv").open() as f:
+        assert next(csv.reader(f)) == ["selection", "contender", "seed", "rte", "glue_average", "params_per_task",
+                                       "params_total", "runs_of"]
+    paired = list(csv.DictReader((tmp_path / "comparison_paired.csv").open()))
+    assert [(r["contender"], r["baseline"], r["task"]) for r in paired] == [("joint_tickets", "single_full", "rte"),
+                                                                           ("joint_tickets", "single_full", "glue_average")]
+    expected = PairedDifference.of(better.scores["rte"], full.scores["rte"])  # differences 1, 2, 3, 4, 5
+    assert float(paired[0]["ci_low"]) == pytest.approx(expected.ci_low, abs=1e-6) and paired[0]["p_permutation"] == "0.0625"
+    assert (paired[0]["n"], paired[0]["ahead"]) == ("5", "5") and float(paired[0]["mde"]) == pytest.approx(expected.mde, abs=1e-6)
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert "| joint_tickets | rte | +3.00 | a difference (95 % CI [+1.04, +4.96]) | 0.013 | 0.062 | 5/5 | 2.66 |" in markdown
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ RECIPES = {"train": train, "tickets find": find_super_tickets, "compare": compar
 
 def ticket_file(folder: Path, damage=None) -> Path:
     """A valid ticket file for rte on a tiny shape, or that file's JSON after `damage(data)` edits it."""
-    ticket = Ticket(np.array([[1, 0, 1, 1], [1, 1, 1, 0]], bool), np.ones((2, 5), bool), {"kind": "winning", "sparsity": 0.2})
+    ticket = Ticket(np.array([[1, 0, 1, 1], [1, 1, 1, 0]], bool), np.ones((2, 5), bool), {"kind": "winning", "sparsity": 0.2, "seed": 1})
     path = folder / "tickets.json"
     TicketSet("tiny", SHAPE, {"rte": ticket}).save(path)
     if damage is not None:
@@ -98,13 +98,27 @@ BAD_SETTINGS = {
 }
 
 
+# Settings only one recipe refuses: the seed a super ticket is selected on (train.seed in `tickets find`,
+# the ticket's `seed` in `compare`) is never one it is confirmed or compared on. Case -> recipe, overrides, message.
+SELECTION_SEED = {
+    "tickets find confirming on the grid's seed": ("tickets find", ["train.seed=2", "tickets.confirm_seeds=[1, 2, 3]"],
+                                                   "tickets.confirm_seeds [1, 2, 3] contain train.seed 2, the seed the grid and "
+                                                   "the super ticket are chosen on; confirm on other seeds, e.g. "
+                                                   "tickets.confirm_seeds=[1, 3, 4]"),
+    "compare on the tickets' selection seed": ("compare", ["tickets_file={tickets}", "compare.seeds=[1, 2]",
+                                                           "compare.contenders=[single_full, joint_adaptive]"],
+                                               "compare.seeds [1, 2] include seeds the super tickets were selected on "
+                                               "(rte: 1; tickets_file {tickets}); compare on other seeds, e.g. compare.seeds=[2, 3]"),
+}
+
+
 def bad_settings(case: str, tmp_path: Path) -> tuple[list[str], str]:
     """The overrides and expected message of a case, with its files in `tmp_path`."""
     (tmp_path / "config.yaml").write_text("tasks: [rte]\n")
     (tmp_path / "damaged").mkdir(exist_ok=True)
     paths = {"tmp": tmp_path, "tickets": ticket_file(tmp_path),
              "damaged": ticket_file(tmp_path / "damaged", DAMAGES["unknown key in a ticket"][0])}
-    overrides, message = BAD_SETTINGS[case]
+    overrides, message = BAD_SETTINGS[case] if case in BAD_SETTINGS else SELECTION_SEED[case][1:]
     for name, path in paths.items():
         overrides, message = [o.replace(f"{{{name}}}", str(path)) for o in overrides], message.replace(f"{{{name}}}", str(path))
     return overrides, message
@@ -133,9 +147,35 @@ def test_every_recipe_refuses_a_bad_setting_before_loading_anything(tmp_path, no
     assert not out.exists()  # not even a run directory
 
 
+@pytest.mark.parametrize("case", SELECTION_SEED)
+def test_the_recipe_that_selects_on_a_seed_refuses_to_confirm_on_it_before_loading_anything(tmp_path, nothing_loads, case):
+    recipe = SELECTION_SEED[case][0]
+    overrides, message = bad_settings(case, tmp_path)
+    out = tmp_path / "run"
+    cfg = load_config(tmp_path / "config.yaml", [f"output_dir={out}", *overrides])
+    with pytest.raises(ConfigError) as err:
+        RECIPES[recipe](cfg, progress=False)
+    assert str(err.value) == message and not out.exists()
+    validate(cfg)  # a training run with the same settings confirms and compares nothing: nothing to refuse
+
+
+def test_compare_refuses_the_selection_seed_only_where_a_contender_trains_through_the_tickets(tmp_path):
+    overrides, _ = bad_settings("compare on the tickets' selection seed", tmp_path)
+    validate(load_config(None, [*overrides, "compare.contenders=[single_full, joint_full]"]), "compare")
+    for contender in ("single_tickets", "joint_tickets", "joint_adaptive"):
+        with pytest.raises(ConfigError, match="include seeds the super tickets were selected on"):
+            validate(load_config(None, [*overrides, f"compare.contenders=[{contender}]"]), "compare")
+
+
+def test_the_defaults_confirm_and_compare_on_seeds_the_selection_did_not_use():
+    cfg = load_config(None)
+    assert cfg.train.seed not in cfg.tickets.confirm_seeds and cfg.tickets.confirm_seeds == cfg.compare.seeds
+    validate(cfg, "tickets")
+
+
 def test_the_validate_command_gives_one_line_per_bad_file_and_exit_2(tmp_path):
     files, messages = [], []
-    for i, case in enumerate(BAD_SETTINGS):
+    for i, case in enumerate([*BAD_SETTINGS, *SELECTION_SEED]):
         folder = tmp_path / f"case{i}"
         folder.mkdir()
         overrides, message = bad_settings(case, folder)
@@ -165,6 +205,19 @@ def as_yaml(overrides: list[str]) -> str:
             node = node.setdefault(section, {})
         node[last] = yaml.safe_load(raw)
     return yaml.safe_dump(doc)
+
+
+def test_the_validate_command_checks_a_config_as_the_recipes_whose_section_it_sets(tmp_path):
+    """Seed 3 is a default confirm seed: only a `tickets find` config (one with a tickets section, in the
+    file or an override) is refused for it."""
+    (tmp_path / "train.yaml").write_text("tasks: [rte]\ntrain: {seed: 3}\n")
+    (tmp_path / "tickets.yaml").write_text("tasks: [rte]\ntrain: {seed: 3}\ntickets: {kinds: [winning]}\n")
+    result = cli("validate", tmp_path / "train.yaml", tmp_path / "tickets.yaml")
+    assert result.returncode == 2 and result.stdout.startswith(f"{tmp_path / 'train.yaml'}: OK")
+    refused = f"error: {tmp_path / 'tickets.yaml'}: tickets.confirm_seeds [2, 3, 4, 5, 6] contain train.seed 3"
+    assert result.stderr.strip().startswith(refused)
+    overridden = cli("validate", tmp_path / "train.yaml", "--set", "tickets.select_on=dev")
+    assert overridden.returncode == 2 and "contain train.seed 3" in overridden.stderr
 
 
 def test_every_config_and_task_file_validates_from_the_command_line():
