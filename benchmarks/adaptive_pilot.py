@@ -74,7 +74,9 @@ def write_table(rows: list[dict]) -> Path:
                      + f" | {r['average_per_task_best']:.2f} | {r['average_best_checkpoint']:.2f} | {flips['attn_heads']} "
                      f"| {flips['ffn']} | {taken} | {r['minutes']} |")
     lines += ["", f"Flips and taken are per task in the order {'/'.join(tasks)}; each task keeps 65 of 72 heads and 8,295",
-              "of 9,216 FFN neurons."]
+              "of 9,216 FFN neurons. Minutes: the cell's wall time in its last call of the script (0.0: a run finished",
+              "before a restart, reused).", "",
+              "Reading (by hand, from these numbers): [adaptive_pilot_reading.md](adaptive_pilot_reading.md)."]
     path = RESULTS / "adaptive_pilot.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--work-dir", default="runs/sweep_speed")
     parser.add_argument("--seq-len", type=int, default=64, help="Sequence length for the FLOPs of the ideal ratio.")
     parser.add_argument("--confirm-seeds", default="[2, 3]",
-                        help="Seed reruns: two, so the sweep has v1's 14 runs (v1 confirmed on seeds 1-3, seed 1 the grid's own).")
+                        help="Seed reruns: two, so the sweep has v1's 14 runs (v1 confirmed on seeds 1-3, seed 1 the grid's own); "
+                             "[] times the grid's 10 runs alone.")
     args = parser.parse_args()
     path = RESULTS / "sweep_speed.json"
     done = json.loads(path.read_text())["variants"] if path.is_file() else {}

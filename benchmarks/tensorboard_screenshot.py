@@ -22,13 +22,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-# Move every image card's step slider to its first (or last) position, as a user dragging it would.
+# Set every image card's step (TensorBoard's tf-image-loader, inside shadow roots) to its first or last
+# step, as a user moving its slider would; returns how many cards were set.
 SLIDE = """
 (() => {
-  const sliders = [...document.querySelectorAll('input[type=range]')];
-  sliders.forEach(s => { s.value = %s; s.dispatchEvent(new Event('input', {bubbles: true}));
-                         s.dispatchEvent(new Event('change', {bubbles: true})); });
-  return sliders.length;
+  const found = [];
+  const walk = root => root.querySelectorAll('*').forEach(e => {
+    if (e.tagName === 'TF-IMAGE-LOADER') found.push(e);
+    if (e.shadowRoot) walk(e.shadowRoot);
+  });
+  walk(document);
+  found.forEach(card => { card._stepIndex = %s ? 0 : card._steps.length - 1; });
+  return found.map(card => card._steps.length);
 })()
 """
 
@@ -102,7 +107,7 @@ def main() -> None:
         sys.exit("no chromium on PATH: apt-get install chromium")
     port = free_port()
     board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(args.run_dir / "tensorboard"),
-                              "--host", "127.0.0.1", "--port", str(port), "--samples_per_plugin", "images=0"],
+                              "--host", "127.0.0.1", "--port", str(port), "--samples_per_plugin", "images=1000"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     browser = DevTools(chromium)
     try:
@@ -113,14 +118,19 @@ def main() -> None:
         # The legacy image dashboard filters cards by a regex in the URL; one card, one run.
         url = f"http://127.0.0.1:{port}/?darkMode=false#images&tagFilter={args.tag.replace('/', '%2F')}"
         browser.call("Page.navigate", session, url=url)
-        time.sleep(12)  # the dashboard fetches runs, tags and images
-        for position, name in (("s.min", "first"), ("s.max", "last")):
-            count = browser.call("Runtime.evaluate", session, expression=SLIDE % position, returnByValue=True)["result"]["value"]
+        deadline = time.time() + 90  # the dashboard fetches runs, tags, then each card's images
+        while time.time() < deadline:
+            time.sleep(3)
+            steps = browser.call("Runtime.evaluate", session, expression=SLIDE % "false", returnByValue=True)["result"]["value"]
+            if steps and all(steps):
+                break
+        for first, name in (("true", "first"), ("false", "last")):
+            steps = browser.call("Runtime.evaluate", session, expression=SLIDE % first, returnByValue=True)["result"]["value"]
             time.sleep(3)
             shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
             path = Path(f"{args.out}_{name}.png")
             path.write_bytes(base64.b64decode(shot))
-            print(f"{path} ({count} step sliders moved to the {name} step)")
+            print(f"{path}: {len(steps)} image cards ({steps} steps each) at their {name} step")
     finally:
         browser.close()
         board.kill()
