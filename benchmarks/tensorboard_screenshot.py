@@ -3,7 +3,7 @@ headless Chromium from a loopback TensorBoard (Debian: `apt-get install chromium
 through the DevTools protocol over a pipe (`--remote-debugging-pipe`), so nothing beyond the standard
 library is needed.
 
-    python benchmarks/tensorboard_screenshot.py RUN_DIR --tag sharing/overlap_ffn --out benchmarks/results/adaptive_overlap
+    python benchmarks/tensorboard_screenshot.py RUN_DIR --tag sharing/overlap_ffn --out /tmp/overlap
 
 writes <out>_first.png and <out>_last.png.
 """

@@ -72,7 +72,7 @@ def test_out_of_range_value_is_refused():
 
 @pytest.mark.parametrize("setting", ["train.lr=.inf", "train.epochs=.inf", "train.warmup=.nan", "train.weight_decay=inf",
                                      "train.max_grad_norm=.inf", "model.dropout=.nan", "data.holdout=.nan",
-                                     "adaptive.borrow=-.inf", "adaptive.lr=.inf", "train.sampler_options.temperature=.inf"])
+                                     "adaptive.margin=-.inf", "adaptive.lr=.inf", "train.sampler_options.temperature=.inf"])
 def test_infinite_or_nan_numbers_are_refused_naming_the_key(setting):
     key = setting.partition("=")[0]
     with pytest.raises(ConfigError, match=rf"^defaults \+ overrides: {key}: expected a finite number, got "):
