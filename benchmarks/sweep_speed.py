@@ -60,6 +60,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     out = Path(args.work_dir) / name
     cmd = ["mtl-tickets", "tickets", "find", "--config", args.config, "--task", args.task, "--glue-dir", args.glue_dir,
            "--output-dir", str(out), "--quiet", f"--set=tickets.confirm_seeds={args.confirm_seeds}",
+           *([f"--max-train-examples={args.max_train_examples}"] if args.max_train_examples else []),
            *(f"--set={s}" for s in VARIANTS[name])]
     resumed = out.exists()
     loads, done = [], threading.Event()
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--confirm-seeds", default="[2, 3]",
                         help="Seed reruns: two, so the sweep has v1's 14 runs (v1 confirmed on seeds 1-3, seed 1 the grid's own); "
                              "[] times the grid's 10 runs alone.")
+    parser.add_argument("--max-train-examples", type=int, help="Override the config's train subsample (a shorter sweep).")
     args = parser.parse_args()
     path = RESULTS / "sweep_speed.json"
     done = json.loads(path.read_text())["variants"] if path.is_file() else {}
