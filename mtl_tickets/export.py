@@ -147,7 +147,7 @@ def export_run(run_dir: str | Path, task: str, out_dir: str | Path, tickets_file
     cfg, model = load_run(run_dir)
     shape = EncoderShape.of(model.encoder)
     if tickets_file is None:  # what the run evaluates through: its ticket, its learned ticket, or everything
-        ticket = model.sharing.tickets().get(task, Ticket.full(shape))
+        ticket = model.sharing.ticket(task) or Ticket.full(shape)
     else:
         tickets = TicketSet.load(Path(tickets_file), expect=shape).tickets
         if task not in tickets:

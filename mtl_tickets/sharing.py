@@ -58,6 +58,10 @@ class Sharing(nn.Module):
         self.use_sliced = use_sliced
         self._built: dict[str, tuple[bytes, sliced.SlicedTicket | Gates, Slices]] = {}
 
+    def ticket(self, task: str) -> Ticket | None:
+        """The task's ticket now; None when it runs the whole encoder."""
+        return None
+
     def tickets(self) -> dict[str, Ticket]:
         """Each task's ticket now; empty when every task runs the whole encoder."""
         return {}
@@ -84,7 +88,7 @@ class Sharing(nn.Module):
         return None
 
     def _fixed(self, encoder: nn.Module, task: str) -> tuple[sliced.SlicedTicket | Gates | None, Slices]:
-        ticket = self.tickets().get(task)
+        ticket = self.ticket(task)  # this task's only: a training step asks at every step
         if ticket is None:
             return None, []
         key = ticket.attn_heads.tobytes() + ticket.ffn.tobytes()
@@ -106,6 +110,9 @@ class FixedTickets(Sharing):
     def __init__(self, tickets: dict[str, Ticket], use_sliced: bool = True):
         super().__init__(use_sliced)
         self._tickets = dict(tickets)
+
+    def ticket(self, task: str) -> Ticket | None:
+        return self._tickets.get(task)
 
     def tickets(self) -> dict[str, Ticket]:
         return dict(self._tickets)
@@ -176,8 +183,13 @@ class AdaptiveSharing(Sharing):
             return Ticket(np.ones_like(own.attn_heads), np.ones_like(own.ffn))
         return own_or_free(task, self.start)
 
+    def ticket(self, task: str) -> Ticket | None:
+        if task not in self.scores:
+            return None
+        return Ticket(*(self.scores[task].mask(p).cpu().numpy() > 0 for p in PARTS), {"kind": "adaptive"})
+
     def tickets(self) -> dict[str, Ticket]:
-        return {t: Ticket(*(s.mask(p).cpu().numpy() > 0 for p in PARTS), {"kind": "adaptive"}) for t, s in self.scores.items()}
+        return {t: self.ticket(t) for t in self.scores}
 
     def learns_at(self, step: int, total_steps: int) -> bool:
         return self.options.warmup * total_steps <= step < (1 - self.options.cooldown) * total_steps
