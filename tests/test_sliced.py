@@ -163,7 +163,7 @@ def test_a_sliced_two_process_run_matches_the_gated_one_process_run(tiny_model_d
     import subprocess
     import sys
 
-    from .test_distributed import TORCHRUN, args
+    from .test_distributed import TORCHRUN, args, free_port
     from .test_multitask import ticket_file
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -171,7 +171,7 @@ def test_a_sliced_two_process_run_matches_the_gated_one_process_run(tiny_model_d
     single = subprocess.run([sys.executable, "-m", "mtl_tickets.cli", *args(tiny_model_dir, glue_slice, tmp_path / "one"),
                              *tickets, "--set", "train.sliced=false"], capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    multi = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "--master-port", "29534", "-m", "mtl_tickets.cli",
+    multi = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "mtl_tickets.cli",
                             *args(tiny_model_dir, glue_slice, tmp_path / "two"), *tickets],
                            capture_output=True, text=True, env=env, timeout=300)
     assert multi.returncode == 0, multi.stderr[-3000:]
