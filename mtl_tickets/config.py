@@ -197,8 +197,7 @@ CONTENDER_SHARING = {"single_full": "full", "single_tickets": "tickets", "joint_
 class CompareConfig:
     """`mtl-tickets compare`: the contenders, trained on the same data, seeds and budget."""
 
-    contenders: list[Literal["single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive",
-                             "joint_adaptive_no_borrow", "joint_learned_fixed", "joint_random_swaps"]] = field(
+    contenders: list[Literal[tuple(CONTENDER_SHARING)]] = field(  # the names CONTENDER_SHARING lists
         default_factory=lambda: ["single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"])
     # Never the seed the super tickets were selected on when a contender uses them (validation refuses
     # it); the default tickets.confirm_seeds, so the single-task contenders are the sweep's own reruns.
