@@ -95,10 +95,10 @@ def write_summary() -> None:
     SUMMARY.write_text("\n".join(lines) + "\n")
 
 
-def adaptive_moves(results: Path) -> list[str]:
+def adaptive_moves(results: Path, contender: str = "joint_adaptive") -> list[str]:
     """Learned tickets against the super tickets the run started from (its own copy, tickets.json)."""
     lines = []
-    for learned_file in sorted(results.glob("joint_adaptive/*/learned_tickets.json")):
+    for learned_file in sorted(results.glob(f"{contender}/*/learned_tickets.json")):
         learned = TicketSet.load(learned_file).tickets
         super_tickets = TicketSet.load(learned_file.parent / "tickets.json").tickets
         if not lines:
