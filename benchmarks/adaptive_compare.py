@@ -25,7 +25,9 @@ from pathlib import Path
 from common import RESULTS, mirror, run_mirrored
 from compare_mini_glue import CONFIG, adaptive_moves
 
-TICKETS = RESULTS / "compare_mini_glue" / "joint_tickets" / "joint-s1" / "tickets.json"  # the v1 super tickets
+# The v1 super tickets. Paths as written go into every run's config, and a run is resumed or reused
+# only under the same config: so relative ones, from the repository root (also pass --glue-dir relative).
+TICKETS = Path("benchmarks/results/compare_mini_glue/joint_tickets/joint-s1/tickets.json")
 MAIN = ["joint_tickets", "joint_adaptive"]
 CONTROLS = [*MAIN, "joint_random_swaps", "joint_learned_fixed", "joint_adaptive_no_borrow"]
 PHASES = {"main": (MAIN, [2, 3, 4, 5, 6]), "controls": (CONTROLS, [2, 3, 4])}
