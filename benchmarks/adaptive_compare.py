@@ -84,8 +84,8 @@ def write_summary() -> None:
     for phase, (contenders, _) in PHASES.items():
         table = OUT / f"{phase}_comparison.md"
         if table.is_file():
-            lines += [f"# {phase.capitalize()}: {', '.join(contenders)}", "", f"Command: `{commands[phase]}`", "",
-                      table.read_text().replace("\n## ", "\n### ").rstrip(), ""]
+            lines += [f"## {phase.capitalize()}: {', '.join(contenders)}", "", f"Command: `{commands[phase]}`", "",
+                      ("\n" + table.read_text()).replace("\n## ", "\n### ").strip(), ""]
     for contender in ("joint_adaptive", "joint_adaptive_no_borrow"):
         moves = adaptive_moves(OUT, contender)
         if moves:
