@@ -270,7 +270,8 @@ def differences(rows: list[Row], tasks: list[str], average: str) -> list[tuple[s
 
 def paired_table(rows: list[Row], tasks: list[str], average: str = "GLUE avg") -> list[str]:
     """The paired differences against the first contender as a markdown table, one line per contender and task."""
-    lines = [f"Against {rows[0].contender}, paired by seed ({len(rows[0].seeds)} seeds): the mean difference, called "
+    n = len(rows[0].seeds)
+    lines = [f"Against {rows[0].contender}, paired by seed ({n} seed{'' if n == 1 else 's'}): the mean difference, called "
              "a difference only when its 95 % t interval excludes 0; paired t-test p; exact sign-flip p (all 2^n flips); "
              "seeds ahead; the smallest true difference this design detects with 80 % power at two-sided 0.05, "
              "given the observed paired std.", "",
