@@ -4,8 +4,9 @@ Protocol mini-GLUE v1's recipe (v2's convergence check has not run), the committ
 (selected on seed 1, so never confirmed on it), the defaults of `adaptive` chosen by the pilot. The
 main pair (joint_tickets, joint_adaptive) takes seeds 2-6; the controls that tell learning from noise
 (random swaps as many as the learned run made, learn-then-fix, borrowing off) take seeds 2-4, beside
-the main pair's runs of the same seeds: the budget demands it (one five-task joint run is about 22
-minutes on 2 cores, so 10 main + 9 control runs are about 7 CPU hours).
+the main pair's runs of the same seeds: the budget demands it (one five-task joint run measured 14
+minutes through fixed tickets and 17 with adaptive sharing on 2 cores, so 10 main + 9 control runs are
+about 5 CPU hours).
 
     python benchmarks/adaptive_compare.py --glue-dir ../shared/data/glue
     python benchmarks/adaptive_compare.py --summary-only   # rewrite adaptive_compare.md; train nothing
