@@ -159,10 +159,7 @@ def tickets_from_learned(cfg: Config, contender: str, tasks: list[str], seed: in
 
 def recipe(config: dict) -> dict:
     """What decides a single-task run's result, besides its ticket: tasks, model, data and training."""
-    out = {key: copy.deepcopy(config.get(key)) for key in ("tasks", "model", "data", "train")}
-    if isinstance(out["data"], dict):
-        out["data"].pop("cache_dir", None)  # where tokenized data is kept, not what it is
-    return out
+    return {key: copy.deepcopy(config.get(key)) for key in ("tasks", "model", "data", "train")}
 
 
 def sweep_run(cell: Config, super_ticket: Ticket) -> tuple[dict, Path] | None:

@@ -25,15 +25,17 @@ except ImportError:  # Windows: not a target; runs there are simply not guarded 
 # interval, what is kept on disk; how a fixed ticket is computed (`train.sliced`: its kept weight slices
 # or gates on all weights agree within float tolerance; dropout draws differ, sliced.py); which
 # contenders and seeds a `compare` trains (each of its runs has one seed; adding seeds must not orphan
-# the finished ones); and which cells a ticket sweep trains and how it picks among them. The tickets
-# settings that decide what a cell's ticket is (granularity, sparsity mode, scoring, random seed) are
-# not neutral: a cell's ticket file is written once.
+# the finished ones); which cells a ticket sweep trains and how it picks among them; and where tokenized
+# data is cached. The tickets settings that decide what a cell's ticket is (granularity, sparsity mode,
+# scoring, random seed) are not neutral: a cell's ticket file is written once.
 RESUME_NEUTRAL = {
     ("train", "max_steps"), ("train", "log_every"), ("train", "keep_checkpoints"), ("train", "save_best"),
-    ("train", "sliced"), ("compare",),
+    ("train", "sliced"), ("data", "cache_dir"), ("compare",),
     ("tickets", "confirm_seeds"), ("tickets", "select_on"), ("tickets", "kinds"), ("tickets", "sparsities"),
     ("tickets", "control_sparsities"),
 }
+# Paths: the same place written another way (`runs/x`, `./runs/x`, `/home/me/runs/x`) is the same setting.
+PATHS = {("output_dir",), ("tickets_file",), ("data", "glue_dir"), ("model", "name")}
 
 
 def prepare(cfg: Config) -> Path:
@@ -70,15 +72,25 @@ def with_defaults(saved: dict) -> dict:
 
 
 def config_differences(old: dict, new: dict, prefix: tuple = ()) -> list[str]:
+    """The settings that differ between two configs (as `key.sub: old -> new`), less the neutral ones."""
     found = []
     for key in sorted(set(old) | set(new)):
         path = (*prefix, key)
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             found += config_differences(a, b, path)
-        elif a != b and not any(path[: len(n)] == n for n in RESUME_NEUTRAL):
+        elif a != b and not any(path[: len(n)] == n for n in RESUME_NEUTRAL) \
+                and not (path in PATHS and same_place(a, b)):
             found.append(f"{'.'.join(path)}: {a!r} -> {b!r}")
     return found
+
+
+def same_place(a, b) -> bool:
+    """Two path settings naming one place from the working directory (a relative path in a saved config
+    was written from it: runs resume from where they started)."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def finished_results(out: Path) -> dict | None:

@@ -61,6 +61,18 @@ def test_a_run_saved_before_the_fast_step_switches_reloads_as_it_ran(tiny_model_
     assert (reopened.train.cpu_bf16, reopened.train.fused_optimizer) == (False, False)
 
 
+def test_a_path_written_another_way_resumes_the_same_run_and_another_place_is_refused(tmp_path, monkeypatch):
+    """`runs/x`, `./runs/x` and the absolute path are one run directory (and one GLUE copy, cache aside)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "glue").mkdir()
+    written = load_config(None, ["output_dir=runs/x", "data.glue_dir=glue", "data.cache_dir=cache-a"])
+    rundir.prepare(written)
+    (tmp_path / "runs" / "x" / "config.yaml").write_text(yaml.safe_dump(to_dict(written)))
+    rundir.prepare(load_config(None, [f"output_dir={tmp_path}/runs/x", "data.glue_dir=./glue/", "data.cache_dir=b"]))
+    with pytest.raises(ConfigError, match=r"another config \(data.glue_dir: 'glue' -> 'other'\)"):
+        rundir.prepare(load_config(None, ["output_dir=./runs/x", "data.glue_dir=other"]))
+
+
 def test_a_run_directory_locked_by_another_process_is_refused_naming_its_pid(tiny_model_dir, glue_slice, tmp_path):
     cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]")
     (tmp_path / "run").mkdir()
