@@ -38,18 +38,15 @@ PROTOCOL = "mini-GLUE v1 recipe, seeds 2-6 (main pair) and 2-4 (controls), super
 
 
 def compare(phase: str, seeds: list[int], glue_dir: str, runs: Path) -> str:
-    """One `mtl-tickets compare` over the phase's contenders and `seeds` (finished runs are reused);
-    its tables are kept as <phase>_comparison.* beside the mirrored runs."""
+    """One `mtl-tickets compare` over the phase's contenders and `seeds` (finished runs are reused),
+    its tables named <phase>_comparison.* beside the mirrored runs."""
     contenders = PHASES[phase][0]
     cmd = ["mtl-tickets", "compare", "--config", CONFIG, "--glue-dir", glue_dir, "--output-dir", str(runs),
            "--tickets", str(TICKETS), "--set", f"compare.contenders=[{', '.join(contenders)}]",
-           "--set", f"compare.seeds=[{', '.join(map(str, seeds))}]", "--quiet"]
+           "--set", f"compare.seeds=[{', '.join(map(str, seeds))}]", "--set", f"compare.table={phase}_comparison",
+           "--quiet"]
     print(" ".join(cmd), file=sys.stderr, flush=True)
     run_mirrored(cmd, runs, OUT)
-    for table in runs.glob("comparison*"):
-        table.replace(runs / f"{phase}_{table.name}")
-        (OUT / table.name).unlink(missing_ok=True)
-    mirror(runs, OUT)
     return " ".join(cmd)
 
 
@@ -59,7 +56,7 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/adaptive_compare")
     parser.add_argument("--summary-only", action="store_true", help="Rewrite adaptive_compare.md; train nothing.")
     args = parser.parse_args()
-    if not args.summary_only:
+    if not args.summary_only:  # the summary is rewritten after every seed
         if not args.glue_dir:
             parser.error("--glue-dir is required to run the comparison")
         runs = Path(args.runs)
@@ -71,7 +68,8 @@ def main() -> None:
                 commands[phase] = compare(phase, seeds[: i + 1], args.glue_dir, runs)
                 (OUT / "command.json").write_text(json.dumps({"protocol": PROTOCOL, "commands": commands}, indent=1))
                 write_summary()
-    write_summary()
+    else:
+        write_summary()
 
 
 def write_summary() -> None:

@@ -72,7 +72,7 @@ def phase_transition() -> None:
 
 
 def comparison_table() -> pd.DataFrame:
-    """comparison.csv rebuilt from the unrounded run results (the CSV rounds to 0.01), checked against it.
+    """comparison.csv rebuilt from the unrounded run results (the committed v1 CSV rounds to 0.01), checked against it.
 
     Single-task contenders: the sweep's seed 1-3 reruns (a task whose super ticket is the full model
     reuses the full model's runs); joint contenders: each run's per-task best epoch or its one best

@@ -309,7 +309,9 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
     joint tickets (Tickets-Share) and joint adaptive, and prints the table twice: each task at its
     own best epoch (the paper's rule), and each joint run's one best checkpoint (what is deployed),
     each with every contender's paired difference to the first; writes OUTPUT_DIR/comparison.csv,
-    comparison_paired.csv and comparison.md. Tickets contenders never run on the tickets' selection seed.
+    comparison_paired.csv and comparison.md (`--set compare.table=NAME` names them NAME.*, so several
+    comparisons can share one run directory and its runs). Tickets contenders never run on the tickets'
+    selection seed.
     Adaptive sharing's controls are contenders too: joint_adaptive_no_borrow, joint_learned_fixed
     (learn, then retrain with the learned tickets fixed) and joint_random_swaps (as many swaps as the
     learned run, at random).
@@ -325,7 +327,7 @@ def compare_command(config_file, tasks, overrides, tickets_file, seeds, quiet, *
     settings = {"tickets_file": json.dumps(tickets_file) if tickets_file else None, "compare.seeds": f"[{seeds}]" if seeds else None}
     cfg = build_config(config_file, tasks, overrides, quiet, settings, **flags)
     compare(cfg, progress=not quiet)
-    click.echo((Path(cfg.output_dir) / "comparison.md").read_text())
+    click.echo((Path(cfg.output_dir) / f"{cfg.compare.table}.md").read_text())
 
 
 @main.command()

@@ -67,8 +67,8 @@ class Row:
 
 
 def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
-    """Train (or reuse) every contender with every seed; write comparison.csv, comparison_paired.csv and
-    comparison.md; return the rows under each selection rule."""
+    """Train (or reuse) every contender with every seed; write the tables (`write_table`, named by
+    compare.table); return the rows under each selection rule."""
     validate(cfg, "compare")
     shape = load_shape(cfg.model.name)
     specs = trainable_specs(cfg)
@@ -76,7 +76,7 @@ def compare(cfg: Config, progress: bool = True) -> dict[str, list[Row]]:
     super_tickets = load_super_tickets(cfg, shape)
     rows = [run_contender(cfg, contender, tasks, super_tickets, shape, progress) for contender in cfg.compare.contenders]
     tables = {selection: [r[selection] for r in rows] for selection in SELECTIONS}
-    write_table(Path(cfg.output_dir), tables, tasks, glue=registry.all_glue(tasks))
+    write_table(Path(cfg.output_dir), tables, tasks, glue=registry.all_glue(tasks), name=cfg.compare.table)
     return tables
 
 
@@ -222,21 +222,22 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
-def write_table(out: Path, tables: dict[str, list[Row]], tasks: list[str], glue: bool = True) -> None:
-    """comparison.csv (one line per selection rule, contender and seed), comparison_paired.csv (every
-    contender against the first, per task and the average) and comparison.md (mean ± std, then the
+def write_table(out: Path, tables: dict[str, list[Row]], tasks: list[str], glue: bool = True,
+                name: str = "comparison") -> None:
+    """<name>.csv (one line per selection rule, contender and seed, scores to 4 decimals), <name>_paired.csv
+    (every contender against the first, per task and the average) and <name>.md (mean ± std, then the
     paired differences). The task average is called the GLUE average only when every task is a GLUE task."""
     average, column = ("GLUE avg", "glue_average") if glue else ("average", "average")
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "comparison.csv").open("w", newline="") as f:
+    with (out / f"{name}.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["selection", "contender", "seed", *tasks, column, "params_per_task", "params_total", "runs_of"])
         for selection, rows in tables.items():
             for r in rows:
                 for i, (seed, mean) in enumerate(zip(r.seeds, r.average, strict=True)):
-                    writer.writerow([selection, r.contender, seed, *(f"{r.scores[t][i]:.2f}" for t in tasks), f"{mean:.2f}",
+                    writer.writerow([selection, r.contender, seed, *(f"{r.scores[t][i]:.4f}" for t in tasks), f"{mean:.4f}",
                                      f"{r.params_per_task:.3f}", f"{r.params_total:.3f}", r.runs_of or ""])
-    write_paired(out / "comparison_paired.csv", tables, tasks, column)
+    write_paired(out / f"{name}_paired.csv", tables, tasks, column)
     lines = []
     for selection, rows in tables.items():
         lines += [f"## {SELECTIONS[selection]}", "",
@@ -251,7 +252,7 @@ def write_table(out: Path, tables: dict[str, list[Row]], tasks: list[str], glue:
         if len(rows) > 1:
             lines += ["", *paired_table(rows, tasks, average)]
         lines.append("")
-    (out / "comparison.md").write_text("\n".join(lines))
+    (out / f"{name}.md").write_text("\n".join(lines))
 
 
 def differences(rows: list[Row], tasks: list[str], average: str) -> list[tuple[str, str, PairedDifference]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -202,10 +203,15 @@ class CompareConfig:
     # Never the seed the super tickets were selected on when a contender uses them (validation refuses
     # it); the default tickets.confirm_seeds, so the single-task contenders are the sweep's own reruns.
     seeds: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6])
+    # The tables' name: <table>.md, <table>.csv and <table>_paired.csv in output_dir. Give each its own
+    # when comparisons of different contenders share one run directory (and so reuse its runs).
+    table: str = "comparison"
 
     def __post_init__(self) -> None:
         if not self.seeds or not self.contenders:
             raise ValueError("compare needs at least one seed and one contender")
+        if not re.fullmatch(r"[\w.-]+", self.table):
+            raise ValueError(f"table {self.table!r} is not a plain file name; use letters, digits, '_', '-' or '.'")
         if len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds repeats a seed: {self.seeds}; list each seed once")
 

@@ -14,6 +14,7 @@ from mtl_tickets.compare import Row, compare, paired_table, write_table
 from mtl_tickets.config import load_config
 from mtl_tickets.masks import Ticket, TicketSet
 from mtl_tickets.registry import TaskSpec, TsvSource
+from mtl_tickets.schema import ConfigError
 from mtl_tickets.stats import PairedDifference
 from mtl_tickets.train import start_session
 
@@ -128,6 +129,16 @@ def test_the_tables_give_every_contender_its_paired_difference_to_the_first(tmp_
     assert (paired[0]["n"], paired[0]["ahead"]) == ("5", "5") and float(paired[0]["mde"]) == pytest.approx(expected.mde, abs=1e-6)
     markdown = (tmp_path / "comparison.md").read_text()
     assert "| joint_tickets | rte | +3.00 | a difference (95 % CI [+1.04, +4.96]) | 0.013 | 0.062 | 5/5 | 2.66 |" in markdown
+
+
+def test_compare_table_names_the_tables_so_comparisons_can_share_a_run_directory(tmp_path):
+    row = Row("joint_tickets", [2, 3], {"rte": [51.23456, 52.0]}, [51.23456, 52.0], 0.7, 0.8)
+    write_table(tmp_path, {"per_task": [row]}, ["rte"], name="main_comparison")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main_comparison.csv", "main_comparison.md",
+                                                          "main_comparison_paired.csv"]
+    assert next(csv.DictReader((tmp_path / "main_comparison.csv").open()))["rte"] == "51.2346"  # not rounded to 0.01
+    with pytest.raises(ConfigError, match=r"table '../x' is not a plain file name"):
+        load_config(None, ["compare.table=../x"])
 
 
 @pytest.mark.slow
