@@ -38,6 +38,8 @@ _EXPORTS = {
     "find_super_tickets": ("tickets", "find_super_tickets"),
     "format_super_tickets": ("tickets", "format_super_tickets"),
     "compare_contenders": ("compare", "compare"),
+    "ComparisonRow": ("compare", "Row"),
+    "PairedDifference": ("stats", "PairedDifference"),
     # finished runs: evaluate, predict, export
     "load_run": ("inference", "load_run"),
     "evaluate_run": ("inference", "evaluate_run"),
