@@ -88,7 +88,7 @@ def test_gpu_carry_writes_fp16_weights_and_gzipped_glue_that_train_loads(tiny_mo
 
 
 def grid(out: Path, runs: Path, model: Path, glue: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_python("", "benchmarks/gpu_grid.py", "--model", str(model), "--glue-dir", str(glue), "--out", str(out),
+    return run_python("", "benchmarks/protocol_grid.py", "--model", str(model), "--glue-dir", str(glue), "--out", str(out),
                       "--runs", str(runs), "--set", "train.max_steps=1", "--set", f"data.cache_dir={runs / 'cache'}", *args)
 
 
@@ -97,17 +97,19 @@ def events(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow  # a subprocess that imports torch: 10-40 s on the shared CPU
-def test_gpu_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_slice, tmp_path):
-    done = grid(tmp_path / "out", tmp_path / "runs", tiny_model_dir, glue_slice, "--budget-minutes", "0")
+def test_protocol_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_slice, tmp_path):
+    done = grid(tmp_path / "out", tmp_path / "runs", tiny_model_dir, glue_slice, "--budget-minutes", "0",
+                "--protocols", "v2")
     assert done.returncode == 0, done.stderr[-2000:]
     stages = [e for e in events(tmp_path / "out") if e["stage"] != "grid"]
     assert stages and all(e["event"] == "skipped" and e["why"] == "budget" for e in stages)
+    assert stages[0]["stage"] == "v2-budget-e3" and not [e for e in stages if e["stage"].startswith("glue-full")]
     assert "| v2-budget-e3 | skipped |" in (tmp_path / "out" / "summary.md").read_text()
     assert not list((tmp_path / "runs").glob("v2/*"))
 
 
 @pytest.mark.slow
-def test_gpu_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_dir, glue_slice, tmp_path):
+def test_protocol_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_dir, glue_slice, tmp_path):
     """mini-GLUE v2's step 1 on a tiny encoder (the rest of the grid left out): the budget stages, then
     the lr stage at the budget they chose; every finished run's light files and one cells.jsonl line
     come back; a stage whose inputs are not in the grid is skipped."""

@@ -1,11 +1,12 @@
-"""The GPU protocol grid in one unattended call (../shared/PROTOCOL.md: mini-GLUE v2, then GLUE-full v1).
+"""The protocol grid in unattended, resumable calls (../shared/PROTOCOL.md: mini-GLUE v2, then GLUE-full v1),
+on the GPU machine or, a session at a time, on this CPU.
 
-Each stage is one existing recipe (`mtl-tickets compare`, `tickets find`) in a subprocess, on the
-encoder and GLUE files benchmarks/gpu_carry.py wrote. Stages start in priority order as soon as the
-stages they read have finished, `--workers` at a time (MiniLM-L6 leaves an H200 mostly idle, so a few
-processes share it). No stage starts in the last `--reserve-minutes` of `--budget-minutes`; at the
-budget the running ones get SIGTERM (the run in progress saves a checkpoint, every finished run stays).
-Everything lands under $OUT while the grid runs, so a cut-off call still returns what it finished:
+Each stage is one existing recipe (`mtl-tickets compare`, `tickets find`) in a subprocess. Stages start
+in priority order as soon as the stages they read have finished, `--workers` at a time (MiniLM-L6
+leaves an H200 mostly idle, so a few processes share it; on 2 CPU cores, one). No stage starts in the
+last `--reserve-minutes` of `--budget-minutes`; at the budget the running ones get SIGTERM (the run in
+progress saves a checkpoint, every finished run stays). Everything lands under --out ($OUT) while the
+grid runs, so a cut-off call still returns what it finished:
 
     runs/        the light files of every finished run (results, config, tickets, curves, tables)
     cells.jsonl  one line per finished run: its tasks, seed, recipe and best-epoch dev scores
@@ -14,11 +15,17 @@ Everything lands under $OUT while the grid runs, so a cut-off call still returns
     logs/        each stage's output
     summary.md   the stages, their status, time and training steps per second
 
-On the GPU machine, from the repository root (nothing to install; `gpu_carry/` carried along):
+On the GPU machine, from the repository root (nothing to install; `gpu_carry/` from benchmarks/gpu_carry.py
+carried along, the encoder as fp16 and the GLUE files):
 
-    PYTHONPATH=. python benchmarks/gpu_grid.py --budget-minutes 8.5 --workers 4
+    PYTHONPATH=. python benchmarks/protocol_grid.py --budget-minutes 8.5 --workers 4
 
 A later call continues where one stopped when the earlier $OUT is carried back (`--resume-from`).
+On this CPU, mini-GLUE v2 only, one session's worth at a time into a committed folder (run directories
+stay in runs/, so a stopped run resumes from its checkpoint):
+
+    python benchmarks/protocol_grid.py --protocols v2 --workers 1 --budget-minutes 150 --model minilm-l6 \
+        --glue-dir ../shared/data/glue --out benchmarks/results/v2_grid --resume-from benchmarks/results/v2_grid
 
 What fits (an estimate, not a measurement: grid.jsonl's steps_per_s replaces it after the first call).
 mini-GLUE's five train sets are 520 batches of 32 an epoch (CoLA 268, the others 63 each). At 3 epochs
@@ -33,6 +40,8 @@ stage (start-up). One process would need about 45 minutes for v2. With 4 workers
 (budget at 10 epochs 3 min, lr 1.5 min, CoLA's sweep 5.3 min, a joint contender 2 min) is about 12 min:
 one 8.5-minute call should finish step 1 and the sweeps of SST-2, MRPC, STS-B and RTE; CoLA's sweep,
 the comparison, the held-out sweeps and GLUE-full (seven tasks, 12k steps a seed) take further calls.
+On 2 CPU cores a step costs about 0.54 s with its evaluations (a five-task joint run, 1,560 steps,
+measured 14 minutes): step 1 is about 3.5 hours, v2 about 17.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from pathlib import Path
 from common import machine, mirror
 
 V2, FULL = "mini-GLUE v2", "GLUE-full v1"
+PROTOCOLS = ("v2", "glue-full")  # --protocols: their stages
 MINI_GLUE = ("cola", "sst2", "mrpc", "stsb", "rte")
 GLUE_FULL = ("cola", "sst2", "mrpc", "stsb", "mnli", "qnli", "rte")  # QQP: the local copy has no dev set
 BUDGETS = (3, 6, 10)  # v2 step 1: epochs of the full model; the schedule spans them, so each is its own run
@@ -196,7 +206,7 @@ def glue_full_args(seed: int, grid: Grid) -> list[str] | None:
                         "--set", "compare.contenders=[joint_full]", "--set", f"compare.seeds=[{seed}]")
 
 
-def stages(tasks: list[str]) -> list[Stage]:
+def stages(tasks: list[str], protocols: list[str]) -> list[Stage]:
     """The grid in priority order: v2 step 1, the dev-selected sweeps and their comparison (with adaptive
     sharing's controls), the held-out-selected sweeps, then GLUE-full one seed at a time."""
     budget = [Stage(f"v2-budget-e{e}", (), partial(budget_args, e)) for e in BUDGETS]
@@ -209,7 +219,8 @@ def stages(tasks: list[str]) -> list[Stage]:
                   partial(compare_args, ["single_full", "single_tickets", *JOINT, *ADAPTIVE_CONTROLS]))
     held = [Stage(f"v2-sweep-heldout-{t}", (lr.name,), partial(sweep_args, t, "heldout")) for t in tasks]
     full = [Stage(f"glue-full-s{s}", (), partial(glue_full_args, s)) for s in GLUE_FULL_SEEDS]
-    return [*budget, lr, *dev, *joint, *controls, table, *held, *full]
+    v2 = [*budget, lr, *dev, *joint, *controls, table, *held]
+    return (v2 if "v2" in protocols else []) + (full if "glue-full" in protocols else [])
 
 
 # ------------------------------------------------------------------------------- running
@@ -343,8 +354,8 @@ def write_summary(grid: Grid, budget_minutes: float, workers: int) -> None:
     for line in (grid.out / "grid.jsonl").open():
         event = json.loads(line)
         last[event["stage"]] = event
-    lines = [f"# GPU grid ({V2}, then {FULL})", "", f"Budget {budget_minutes:g} min, {workers} workers; "
-             "steps/s is per stage (stages share the GPU).", "",
+    lines = [f"# Protocol grid ({V2}, then {FULL})", "", f"Budget {budget_minutes:g} min, {workers} workers; "
+             "steps/s is per stage (stages share the machine; grid.jsonl names it per call).", "",
              "| stage | status | seconds | finished runs | steps/s | note |", "|---|---|---|---|---|---|"]
     for name, e in last.items():
         if name != "grid":
@@ -362,8 +373,10 @@ def main() -> None:
     parser.add_argument("--model", help="Encoder folder (default: CARRY/minilm-l6).")
     parser.add_argument("--glue-dir", help="GLUE tsv folders (default: CARRY/glue).")
     parser.add_argument("--tasks", nargs="+", default=list(MINI_GLUE), choices=MINI_GLUE, help="mini-GLUE v2's tasks.")
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS,
+                        help="v2: mini-GLUE v2; glue-full: GLUE-full v1 (a GPU's work). Default: both.")
     parser.add_argument("--stages", nargs="+", help="Only these stages (names as in grid.jsonl), in the grid's order.")
-    parser.add_argument("--runs", default="runs/gpu_grid", help="Run directories (not returned: weights).")
+    parser.add_argument("--runs", default="runs/protocol_grid", help="Run directories (not returned: weights).")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="Results (default: $OUT).")
     parser.add_argument("--resume-from", help="An earlier call's $OUT (carried back): its finished runs are reused.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -373,13 +386,14 @@ def main() -> None:
         parser.error("give --out or set $OUT")
     start_time = time.time()
     carry = Path(args.carry)
-    grid = Grid(Path(args.runs).resolve(), Path(args.out).resolve(), str(Path(args.model or carry / "minilm-l6").resolve()),
+    model = Path(args.model or carry / "minilm-l6")
+    grid = Grid(Path(args.runs).resolve(), Path(args.out).resolve(), str(model.resolve()) if model.exists() else str(model),
                 Path(args.glue_dir or carry / "glue").resolve(), args.tasks, args.overrides)
     (grid.out / "logs").mkdir(parents=True, exist_ok=True)
     grid.runs.mkdir(parents=True, exist_ok=True)
     if args.resume_from:  # light files suffice: a finished run is reused, never retrained (as phase_transition.py)
         mirror(Path(args.resume_from) / "runs", grid.runs)
-    todo = [s for s in stages(args.tasks) if not args.stages or s.name in args.stages]
+    todo = [s for s in stages(args.tasks, args.protocols) if not args.stages or s.name in args.stages]
     grid.event("grid", "start", argv=sys.argv, machine=machine(), gpu=gpu_name(), stages=[s.name for s in todo])
     status = run_grid(grid, todo, args.workers, start_time + 60 * args.budget_minutes, 60 * args.reserve_minutes)
     mirror(grid.runs, grid.out / "runs")
