@@ -29,10 +29,10 @@ stay in runs/, so a stopped run resumes from its checkpoint):
 
 What fits (an estimate, not a measurement: grid.jsonl's steps_per_s replaces it after the first call).
 mini-GLUE's five train sets are 520 batches of 32 an epoch (CoLA 268, the others 63 each). At 3 epochs
-v2 is about 112k training steps in 275 runs: step 1 (budget at 3/6/10 epochs and the second lr, seeds
+v2 is about 116k training steps in 297 runs: step 1 (budget at 3/6/10 epochs and the second lr, seeds
 1-2) 23k steps in 40 runs; the dev-selected sweeps (12 cells at seed 1, full and best winning at seeds
 2-6) 34k in 110; the three joint contenders at seeds 2-6 23k in 15 (adaptive sharing's three controls as
-many again); the held-out-selected sweeps 31k in 110.
+many again); the paper-shaped sweep on MRPC 4k in 22; the held-out-selected sweeps 31k in 110.
 A step of MiniLM-L6 is about 85 GFLOP (batch 32 x ~40 tokens x 65 MFLOP per token, measured on the CPU),
 under a millisecond of H200 compute, so it is bound by kernel launches and Python: assumed 12 ms
 (85 steps/s) per process, plus about 5 s per run (load, three evaluations, checkpoints) and 10 s per
@@ -41,7 +41,7 @@ stage (start-up). One process would need about 45 minutes for v2. With 4 workers
 one 8.5-minute call should finish step 1 and the sweeps of SST-2, MRPC, STS-B and RTE; CoLA's sweep,
 the comparison, the held-out sweeps and GLUE-full (seven tasks, 12k steps a seed) take further calls.
 On 2 CPU cores a step costs about 0.54 s with its evaluations (a five-task joint run, 1,560 steps,
-measured 14 minutes): step 1 is about 3.5 hours, v2 about 17.
+measured 14 minutes): step 1 is about 3.5 hours, v2 about 17.5.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ PROTOCOLS = ("v2", "glue-full")  # --protocols: their stages
 MINI_GLUE = ("cola", "sst2", "mrpc", "stsb", "rte")
 GLUE_FULL = ("cola", "sst2", "mrpc", "stsb", "mnli", "qnli", "rte")  # QQP: the local copy has no dev set
 BUDGETS = (3, 6, 10)  # v2 step 1: epochs of the full model; the schedule spans them, so each is its own run
+PAPER_SHAPE_TASK = "mrpc"  # #15: the paper's own sweep shape on one task (its phase transition shows on MRPC)
 LRS = (1e-4, 5e-5)  # v2 step 1: the first is the budget runs' (v1's choice), the second is tried at the chosen budget
 SELECTION_SEEDS, CONFIRM_SEEDS, GLUE_FULL_SEEDS = [1, 2], [2, 3, 4, 5, 6], [1, 2, 3, 4, 5]
 JOINT = ("joint_full", "joint_tickets", "joint_adaptive")
@@ -164,14 +165,17 @@ def chosen_recipe(grid: Grid) -> tuple[int, float] | None:
     return epochs, lr
 
 
-def sweep_args(task: str, select_on: str, grid: Grid) -> list[str] | None:
+def sweep_args(task: str, select_on: str, grid: Grid, paper_shape: bool = False) -> list[str] | None:
+    """A super-ticket sweep at the chosen recipe; `paper_shape`: the paper's grid (10 % of heads with
+    one whole FFN layer per step) instead of FFN neurons."""
     recipe = chosen_recipe(grid)
     if recipe is None:
         return None
     held = ["--set", "tickets.select_on=heldout", "--set", "data.holdout=0.1"] if select_on == "heldout" else []
+    shape = ["--ffn-granularity", "layer", "--sparsity-mode", "paired"] if paper_shape else []
     return grid.command("tickets", "find", "--config", "configs/tickets_mini_glue.yaml", "--task", task,
-                        "--output-dir", str(grid.runs / "v2" / f"sweep-{select_on}" / task),
-                        "--epochs", str(recipe[0]), "--lr", f"{recipe[1]:g}", *held,
+                        "--output-dir", str(grid.runs / "v2" / f"sweep-{select_on}{'-paper' * paper_shape}" / task),
+                        "--epochs", str(recipe[0]), "--lr", f"{recipe[1]:g}", *held, *shape,
                         "--set", "tickets.control_sparsities=[0.1, 0.3, 0.5]",
                         "--set", f"tickets.confirm_seeds={CONFIRM_SEEDS}")
 
@@ -208,7 +212,7 @@ def glue_full_args(seed: int, grid: Grid) -> list[str] | None:
 
 def stages(tasks: list[str], protocols: list[str]) -> list[Stage]:
     """The grid in priority order: v2 step 1, the dev-selected sweeps and their comparison (with adaptive
-    sharing's controls), the held-out-selected sweeps, then GLUE-full one seed at a time."""
+    sharing's controls), the paper-shaped sweep, the held-out-selected sweeps, then GLUE-full one seed at a time."""
     budget = [Stage(f"v2-budget-e{e}", (), partial(budget_args, e)) for e in BUDGETS]
     lr = Stage("v2-lr", tuple(s.name for s in budget), lr_args)
     dev = [Stage(f"v2-sweep-dev-{t}", (lr.name,), partial(sweep_args, t, "dev")) for t in tasks]
@@ -217,9 +221,11 @@ def stages(tasks: list[str], protocols: list[str]) -> list[Stage]:
     controls = [Stage(f"v2-compare-{c}", ("v2-compare-joint_adaptive",), partial(compare_args, [c])) for c in ADAPTIVE_CONTROLS]
     table = Stage("v2-compare", tuple(s.name for s in [*joint, *controls]),
                   partial(compare_args, ["single_full", "single_tickets", *JOINT, *ADAPTIVE_CONTROLS]))
+    paper = [Stage(f"v2-sweep-dev-paper-{t}", (lr.name,), partial(sweep_args, t, "dev", paper_shape=True))
+             for t in tasks if t == PAPER_SHAPE_TASK]
     held = [Stage(f"v2-sweep-heldout-{t}", (lr.name,), partial(sweep_args, t, "heldout")) for t in tasks]
     full = [Stage(f"glue-full-s{s}", (), partial(glue_full_args, s)) for s in GLUE_FULL_SEEDS]
-    v2 = [*budget, lr, *dev, *joint, *controls, table, *held]
+    v2 = [*budget, lr, *dev, *joint, *controls, table, *paper, *held]
     return (v2 if "v2" in protocols else []) + (full if "glue-full" in protocols else [])
 
 
