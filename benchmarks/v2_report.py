@@ -200,7 +200,9 @@ def claims(grid: Path) -> list[str]:
     lines = [f"# Issue #15's claims ({V2})", "",
              "Each line: the mean difference, its 95 % t interval, n and what n counts. A difference is called one only",
              "when the interval excludes 0. Seeds 2-6 are paired by seed (same data order and head initialisation);",
-             "where n counts tasks, the interval reads the spread over tasks (task differences and seed noise together).", "",
+             "where n counts tasks, the interval reads the spread over tasks (task differences and seed noise together).",
+             "Each line is its own test, uncorrected for the others: of lines with no true difference, about 1 in 20",
+             "reads as one by chance.", "",
              "| claim | measure | n | difference | reading |", "|---|---|---|---|---|"]
     dev, held = sweep_tickets(grid, "dev"), sweep_tickets(grid, "heldout")
     rows = super_ticket_vs_full(dev) + shared_vs_mtdnn(grid) + winning_vs_controls(dev) + selection_optimism(dev, held)
