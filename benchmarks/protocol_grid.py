@@ -24,8 +24,9 @@ A later call continues where one stopped when the earlier $OUT is carried back (
 On this CPU, mini-GLUE v2 only, one session's worth at a time into a committed folder (run directories
 stay in runs/, so a stopped run resumes from its checkpoint):
 
-    python benchmarks/protocol_grid.py --protocols v2 --workers 1 --budget-minutes 150 --model minilm-l6 \
-        --glue-dir ../shared/data/glue --out benchmarks/results/v2_grid --resume-from benchmarks/results/v2_grid
+    python benchmarks/protocol_grid.py --protocols v2 --no-adaptive --workers 1 --budget-minutes 150 \
+        --model minilm-l6 --glue-dir ../shared/data/glue --out benchmarks/results/v2_grid \
+        --resume-from benchmarks/results/v2_grid
 
 What fits (an estimate, not a measurement: grid.jsonl's steps_per_s replaces it after the first call).
 mini-GLUE's five train sets are 520 batches of 32 an epoch (CoLA 268, the others 63 each). At 3 epochs
@@ -41,7 +42,8 @@ stage (start-up). One process would need about 45 minutes for v2. With 4 workers
 one 8.5-minute call should finish step 1 and the sweeps of SST-2, MRPC, STS-B and RTE; CoLA's sweep,
 the comparison, the held-out sweeps and GLUE-full (seven tasks, 12k steps a seed) take further calls.
 On 2 CPU cores a step costs about 0.54 s with its evaluations (a five-task joint run, 1,560 steps,
-measured 14 minutes): step 1 is about 3.5 hours, v2 about 17.5.
+measured 14 minutes): step 1 is about 3.5 hours, v2 about 17.5, or 13 without adaptive sharing and
+its controls (`--no-adaptive`, 31k steps: #15's claims do not read them).
 """
 
 from __future__ import annotations
@@ -214,17 +216,20 @@ def glue_full_args(seed: int, grid: Grid) -> list[str] | None:
                         "--set", "compare.contenders=[joint_full]", "--set", f"compare.seeds=[{seed}]")
 
 
-def stages(tasks: list[str], protocols: list[str]) -> list[Stage]:
+def stages(tasks: list[str], protocols: list[str], adaptive: bool = True) -> list[Stage]:
     """The grid in priority order: v2 step 1, the dev-selected sweeps and their comparison (with adaptive
-    sharing's controls), the paper-shaped sweep, the held-out-selected sweeps, then GLUE-full one seed at a time."""
+    sharing and its controls unless `adaptive` is off), the paper-shaped sweep, the held-out-selected
+    sweeps, then GLUE-full one seed at a time."""
     budget = [Stage(f"v2-budget-e{e}", (), partial(budget_args, e)) for e in BUDGETS]
     lr = Stage("v2-lr", tuple(s.name for s in budget), lr_args)
     dev = [Stage(f"v2-sweep-dev-{t}", (lr.name,), partial(sweep_args, t, "dev")) for t in tasks]
+    contenders = [*JOINT, *ADAPTIVE_CONTROLS] if adaptive else [c for c in JOINT if c != "joint_adaptive"]
     joint = [Stage(f"v2-compare-{c}", (lr.name,) if c == "joint_full" else tuple(s.name for s in dev),
-                   partial(compare_args, [c])) for c in JOINT]
-    controls = [Stage(f"v2-compare-{c}", ("v2-compare-joint_adaptive",), partial(compare_args, [c])) for c in ADAPTIVE_CONTROLS]
+                   partial(compare_args, [c])) for c in contenders if c in JOINT]
+    controls = [Stage(f"v2-compare-{c}", ("v2-compare-joint_adaptive",), partial(compare_args, [c]))
+                for c in contenders if c in ADAPTIVE_CONTROLS]
     table = Stage("v2-compare", tuple(s.name for s in [*joint, *controls]),
-                  partial(compare_args, ["single_full", "single_tickets", *JOINT, *ADAPTIVE_CONTROLS]))
+                  partial(compare_args, ["single_full", "single_tickets", *contenders]))
     paper = [Stage(f"v2-sweep-dev-paper-{t}", (lr.name,), partial(sweep_args, t, "dev", paper_shape=True))
              for t in tasks if t == PAPER_SHAPE_TASK]
     held = [Stage(f"v2-sweep-heldout-{t}", (lr.name,), partial(sweep_args, t, "heldout")) for t in tasks]
@@ -385,6 +390,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(MINI_GLUE), choices=MINI_GLUE, help="mini-GLUE v2's tasks.")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS,
                         help="v2: mini-GLUE v2; glue-full: GLUE-full v1 (a GPU's work). Default: both.")
+    parser.add_argument("--no-adaptive", action="store_true", help="Leave adaptive sharing and its three controls out "
+                        "of v2's comparison (a CPU's cut: none of issue #15's claims reads them; issue #13 ran them).")
     parser.add_argument("--stages", nargs="+", help="Only these stages (names as in grid.jsonl), in the grid's order.")
     parser.add_argument("--runs", default="runs/protocol_grid", help="Run directories (not returned: weights).")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="Results (default: $OUT).")
@@ -403,7 +410,7 @@ def main() -> None:
     grid.runs.mkdir(parents=True, exist_ok=True)
     if args.resume_from:  # light files suffice: a finished run is reused, never retrained (as phase_transition.py)
         mirror(Path(args.resume_from) / "runs", grid.runs)
-    todo = [s for s in stages(args.tasks, args.protocols) if not args.stages or s.name in args.stages]
+    todo = [s for s in stages(args.tasks, args.protocols, not args.no_adaptive) if not args.stages or s.name in args.stages]
     grid.event("grid", "start", argv=sys.argv, machine=machine(), gpu=gpu_name(), stages=[s.name for s in todo])
     status = run_grid(grid, todo, args.workers, start_time + 60 * args.budget_minutes, 60 * args.reserve_minutes)
     mirror(grid.runs, grid.out / "runs")

@@ -101,12 +101,13 @@ def events(out: Path) -> list[dict]:
 @pytest.mark.slow  # a subprocess that imports torch: 10-40 s on the shared CPU
 def test_protocol_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_slice, tmp_path):
     done = grid(tmp_path / "out", tmp_path / "runs", tiny_model_dir, glue_slice, "--budget-minutes", "0",
-                "--protocols", "v2")
+                "--protocols", "v2", "--no-adaptive")
     assert done.returncode == 0, done.stderr[-2000:]
     stages = [e for e in events(tmp_path / "out") if e["stage"] != "grid"]
     assert stages and all(e["event"] == "skipped" and e["why"] == "budget" for e in stages)
     names = [e["stage"] for e in stages]
     assert names[0] == "v2-budget-e3" and "v2-sweep-dev-paper-mrpc" in names and not [n for n in names if "glue-full" in n]
+    assert "v2-compare-joint_tickets" in names and not [n for n in names if "adaptive" in n or "random_swaps" in n]
     assert "| v2-budget-e3 | skipped |" in (tmp_path / "out" / "summary.md").read_text()
     assert not list((tmp_path / "runs").glob("v2/*"))
 
