@@ -267,7 +267,7 @@ def seed_averages(per_task: list[list[float]]) -> list[float]:
 
 
 def row(claim: str, measure: str, d: PairedDifference, unit: str) -> str:
-    return f"| {claim} | {measure} | {d.n} {unit} | {d.mean:+.2f} | {verdict(d)} |"
+    return f"| {claim} | {measure} | {d.n} {unit} | {d.mean:+.2f} | {verdict(d, unit.removesuffix('s'))} |"
 
 
 def cell(info: dict, kind: str, sparsity: float) -> float | None:

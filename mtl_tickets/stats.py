@@ -74,10 +74,11 @@ class PairedDifference:
                 f"detectable at 80 % power: {mde}")
 
 
-def verdict(d: PairedDifference) -> str:
-    """PROTOCOL v2's language: a difference is called one only when its 95 % interval excludes 0."""
+def verdict(d: PairedDifference, unit: str = "seed") -> str:
+    """PROTOCOL v2's language: a difference is called one only when its 95 % interval excludes 0. `unit`:
+    what the pairs are (seeds; tasks where a grid ran one seed per task)."""
     if d.ci_low is None:
-        why = "one seed" if d.n == 1 else "the same difference on every seed"
+        why = f"one {unit}" if d.n == 1 else f"the same difference on every {unit}"
         return f"no detectable difference (no 95 % CI: {why})"
     interval = f"95 % CI [{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
     return f"a difference ({interval})" if d.excludes_zero() else f"no detectable difference ({interval})"

@@ -75,7 +75,7 @@ def test_the_report_reads_every_claim_with_paired_statistics(tmp_path):
     assert verdict(PairedDifference.of(shared, mtdnn)) in claims.split("(b) Tickets-Share > MT-DNN")[1].splitlines()[0]
     # winning at 0.3 is 1 - 0.3 above the full model, random 3 below it, on every task: no spread, no interval
     assert "| (c) winning > random | seed-1 dev, winning minus random at 0.3 | 5 tasks | +3.70 | no detectable difference " \
-           "(no 95 % CI: the same difference on every seed) |" in claims
+           "(no 95 % CI: the same difference on every task) |" in claims
     # the super ticket's seed-1 dev score at its rule's epoch is 80.9 + offset; its confirmed mean is
     # 75 + offset (dev) and 74.5 + offset (held-out): optimism 5.9 and 6.4 on every task
     assert "| (d) selection optimism | dev-selected super ticket: seed-1 dev minus its seeds 2-6 mean | 5 tasks | +5.90 |" in claims
