@@ -131,12 +131,17 @@ def lr_args(grid: Grid) -> list[str] | None:
     return v2_compare(grid, f"lr{LRS[1]:g}-e{epochs}", epochs, LRS[1], ["single_full"], SELECTION_SEEDS)
 
 
-def glue_averages(table: Path) -> list[float] | None:
-    """The single-task full model's GLUE average per seed (each task at its best epoch), from compare's table."""
+def seed_glue_averages(table: Path, contender: str) -> dict[int, float]:
+    """A contender's GLUE average per seed (each task at its best epoch), from compare's table; {} if absent."""
     if not table.is_file():
-        return None
-    rows = [r for r in csv.DictReader(table.open()) if r["selection"] == "per_task" and r["contender"] == "single_full"]
-    return [float(r["glue_average"]) for r in rows] or None
+        return {}
+    rows = [r for r in csv.DictReader(table.open()) if r["selection"] == "per_task" and r["contender"] == contender]
+    return {int(r["seed"]): float(r["glue_average"]) for r in rows}
+
+
+def glue_averages(table: Path) -> list[float] | None:
+    """The single-task full model's GLUE average per seed, or None before its table is written."""
+    return list(seed_glue_averages(table, "single_full").values()) or None
 
 
 def budget_scores(grid: Grid) -> dict[int, list[float]] | None:
@@ -177,8 +182,9 @@ def sweep_args(task: str, select_on: str, grid: Grid, paper_shape: bool = False)
         return None
     held = ["--set", "tickets.select_on=heldout", "--set", "data.holdout=0.1"] if select_on == "heldout" else []
     shape = ["--ffn-granularity", "layer", "--sparsity-mode", "paired"] if paper_shape else []
+    folder = f"sweep-{select_on}-paper" if paper_shape else f"sweep-{select_on}"
     return grid.command("tickets", "find", "--config", "configs/tickets_mini_glue.yaml", "--task", task,
-                        "--output-dir", str(grid.runs / "v2" / f"sweep-{select_on}{'-paper' * paper_shape}" / task),
+                        "--output-dir", str(grid.runs / "v2" / folder / task),
                         "--epochs", str(recipe[0]), "--lr", f"{recipe[1]:g}", *held, *shape,
                         "--set", "tickets.control_sparsities=[0.1, 0.3, 0.5]",
                         "--set", f"tickets.confirm_seeds={CONFIRM_SEEDS}")

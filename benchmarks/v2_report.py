@@ -20,15 +20,16 @@ excludes 0 (PROTOCOL.md, mini-GLUE v2).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from pathlib import Path
 
-from protocol_grid import BUDGETS, LRS, MINI_GLUE, V2
+from protocol_grid import BUDGETS, LRS, MINI_GLUE, V2, seed_glue_averages
 
+from mtl_tickets.compare import fmt
 from mtl_tickets.metrics import task_score
 from mtl_tickets.stats import PairedDifference, verdict
+from mtl_tickets.tickets import Cell, winning_vs_full
 
 RESULTS = Path(__file__).parent / "results"
 SWEEPS = {"dev": "selected on dev (the paper's rule)", "heldout": "selected on a held-out 10 % of train",
@@ -108,14 +109,10 @@ def convergence(grid: Path, commands: dict[str, str]) -> list[str]:
     if not recipe.is_file():
         return lines + ["", "The recipe is chosen once every budget and the lr check have finished. " + PENDING]
     chosen = json.loads(recipe.read_text())
-    averages = "; ".join(f"{e} epochs {fmt_mean(v)}" for e, v in chosen["glue_average_by_epochs_at_lr_1e-4"].items())
-    by_lr = "; ".join(f"lr {lr} {fmt_mean(v)}" for lr, v in chosen["glue_average_by_lr"].items())
+    averages = "; ".join(f"{e} epochs {fmt(v)}" for e, v in chosen["glue_average_by_epochs_at_lr_1e-4"].items())
+    by_lr = "; ".join(f"lr {lr} {fmt(v)}" for lr, v in chosen["glue_average_by_lr"].items())
     return lines + ["", f"GLUE average (best epoch per task) by budget at lr 1e-4: {averages}. At the chosen budget: {by_lr}.",
                     "", f"**Recipe for every later v2 run: {chosen['epochs']} epochs, lr {chosen['lr']:g}** ({chosen['rule']})."]
-
-
-def fmt_mean(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 # ------------------------------------------------------------------------------- sweeps
@@ -143,26 +140,20 @@ def sweeps(grid: Path, commands: dict[str, str]) -> list[str]:
         if not infos:
             lines += [PENDING, ""]
         for task, info in infos.items():
-            score = "dev_at_heldout_best" if info["selected_on"] == "heldout" else "dev_best"
-            full = next(c[score] for c in info["curve"] if c["kind"] == "full")
+            full = reported(info, curve_cell(info, "full", 0.0))
             lines += [f"### {task} ({info['metric']})", "", "| kind | sparsity | kept | dev (selected epoch) | dev last | vs full |",
                       "|---|---|---|---|---|---|"]
             for c in sorted(info["curve"], key=lambda c: (c["kind"], c["sparsity"])):
-                lines.append(f"| {c['kind']} | {c['sparsity']:g} | {c['kept']:.3f} | {c[score]:.2f} | {c['dev_last']:.2f} | "
-                             f"{c[score] - full:+.2f} |")
+                lines.append(f"| {c['kind']} | {c['sparsity']:g} | {c['kept']:.3f} | {reported(info, c):.2f} | "
+                             f"{c['dev_last']:.2f} | {reported(info, c) - full:+.2f} |")
             confirm = info.get("confirm") or {}
             lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**.", ""]
             if "winning" in confirm:
-                d = winning_vs_full(info)
+                d = winning_vs_full(confirm)
                 lines += [f"Best winning ticket ({confirm['winning']['sparsity']:g}) minus the full model on seeds "
                           f"{confirm['full']['seeds']}: {d.mean:+.2f}, {verdict(d)}.", ""]
             lines += [f"Curve: `v2_grid/runs/v2/sweep-{rule}/{task}/{task}_curve.png`", ""]
     return lines
-
-
-def winning_vs_full(info: dict) -> PairedDifference:
-    confirm = info["confirm"]
-    return PairedDifference.of(confirm["winning"]["scores"], confirm["full"]["scores"])
 
 
 def confirmed_super_ticket(info: dict) -> list[float]:
@@ -173,11 +164,6 @@ def confirmed_super_ticket(info: dict) -> list[float]:
 # ------------------------------------------------------------------------------- comparison
 
 
-def comparison_table(grid: Path) -> Path | None:
-    table = grid / "runs" / "v2" / "compare" / "comparison.csv"
-    return table if table.is_file() else None
-
-
 def comparison(grid: Path, commands: dict[str, str]) -> list[str]:
     lines = header("Tickets-Share vs MT-DNN vs single-task", commands, ["v2-compare"])
     markdown = grid / "runs" / "v2" / "compare" / "comparison.md"
@@ -185,12 +171,6 @@ def comparison(grid: Path, commands: dict[str, str]) -> list[str]:
         return lines + ["The table of every contender is written by the grid's last comparison stage. " + PENDING]
     return lines + ["Seeds 2-6; the super tickets are the dev-selected ones (each task's sweep, merged).", "",
                     markdown.read_text().replace("\n## ", "\n### ").strip()]
-
-
-def per_seed_average(table: Path, contender: str) -> dict[int, float]:
-    """A contender's GLUE average per seed, each task at its best epoch (the paper's rule)."""
-    rows = [r for r in csv.DictReader(table.open()) if r["selection"] == "per_task" and r["contender"] == contender]
-    return {int(r["seed"]): float(r["glue_average"]) for r in rows}
 
 
 # ------------------------------------------------------------------------------- claims
@@ -213,7 +193,7 @@ def super_ticket_vs_full(dev: dict[str, dict]) -> list[str]:
     """(a) per task, and on the GLUE average once every task is confirmed."""
     confirmed = {t: i for t, i in dev.items() if "winning" in (i.get("confirm") or {})}
     rows = [row("(a) super ticket > full", f"{task}: best winning ticket ({info['confirm']['winning']['sparsity']:g}) minus full",
-                winning_vs_full(info), "seeds") for task, info in confirmed.items()]
+                winning_vs_full(info["confirm"]), "seeds") for task, info in confirmed.items()]
     if set(confirmed) == set(MINI_GLUE):
         win, full = (seed_averages([i["confirm"][kind]["scores"] for i in confirmed.values()]) for kind in ("winning", "full"))
         rows.append(row("(a) super ticket > full", "GLUE average, the best winning tickets minus the full models",
@@ -223,10 +203,8 @@ def super_ticket_vs_full(dev: dict[str, dict]) -> list[str]:
 
 def shared_vs_mtdnn(grid: Path) -> list[str]:
     """(b) from the comparison's table."""
-    table = comparison_table(grid)
-    if table is None:
-        return []
-    shared, mtdnn = per_seed_average(table, "joint_tickets"), per_seed_average(table, "joint_full")
+    table = grid / "runs" / "v2" / "compare" / "comparison.csv"
+    shared, mtdnn = seed_glue_averages(table, "joint_tickets"), seed_glue_averages(table, "joint_full")
     seeds = sorted(set(shared) & set(mtdnn))
     if not seeds:
         return []
@@ -270,15 +248,25 @@ def row(claim: str, measure: str, d: PairedDifference, unit: str) -> str:
     return f"| {claim} | {measure} | {d.n} {unit} | {d.mean:+.2f} | {verdict(d, unit.removesuffix('s'))} |"
 
 
+def curve_cell(info: dict, kind: str, sparsity: float) -> dict | None:
+    return next((c for c in info["curve"] if c["kind"] == kind and abs(c["sparsity"] - sparsity) < 1e-9), None)
+
+
 def cell(info: dict, kind: str, sparsity: float) -> float | None:
-    return next((c["dev_best"] for c in info["curve"] if c["kind"] == kind and abs(c["sparsity"] - sparsity) < 1e-9), None)
+    """A grid cell's best-epoch dev score, or None where the grid has no such cell."""
+    found = curve_cell(info, kind, sparsity)
+    return None if found is None else found["dev_best"]
+
+
+def reported(info: dict, c: dict) -> float:
+    """A cell's dev score at the epoch its sweep's rule picks (the best on dev, or on the held-out slice)."""
+    return Cell(**c).reported_score(info["selected_on"])
 
 
 def seed1_dev_score(info: dict) -> float:
     """The super ticket's seed-1 dev score at the epoch its rule picked: what dev selection chose it on
     (a held-out choice never looked at dev)."""
-    score = "dev_at_heldout_best" if info["selected_on"] == "heldout" else "dev_best"
-    return next(c[score] for c in info["curve"] if c["kind"] == info["kind"] and abs(c["sparsity"] - info["sparsity"]) < 1e-9)
+    return reported(info, curve_cell(info, info["kind"], info["sparsity"]))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ def super_ticket(task: str, offset: float, selected_on: str = "dev") -> dict:
     for kind, delta in (("winning", 1.0), ("random", -3.0), ("losing", -2.0)):
         curve += [{"kind": kind, "sparsity": s, "kept": 1 - s, score: 80 + offset + delta - (s if kind == "winning" else 0)}
                   for s in ((0.1, 0.2, 0.3, 0.4, 0.5) if kind == "winning" else (0.1, 0.3, 0.5))]
-    for c in curve:
-        c.update({"seed": 1, "dev_last": c[score] - 0.5, "dev_best": c.get("dev_best", c[score] + 0.25)})
+    for c in curve:  # every field a ticket file's curve cell has (mtl_tickets.tickets.Cell)
+        c.update({"seed": 1, "dev_last": c[score] - 0.5, "dev_best": c.get("dev_best", c[score] + 0.25),
+                  "dev_at_heldout_best": c.get("dev_at_heldout_best"),
+                  "heldout_best": c[score] + 1 if selected_on == "heldout" else None})
     full = [70 + offset + i - 0.5 * (selected_on == "heldout") for i in range(5)]
     return {"kind": "winning", "sparsity": 0.1, "selected_on": selected_on, "metric": "m", "curve": curve,
             "confirm": {"full": {"kind": "full", "sparsity": 0.0, "seeds": SEEDS, "scores": full},
