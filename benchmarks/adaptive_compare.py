@@ -62,11 +62,12 @@ def main() -> None:
         runs = Path(args.runs)
         if OUT.is_dir():
             mirror(OUT, runs)
-        commands = {}
+        record = OUT / "command.json"  # a restart keeps the commands of the phases it has not reached yet
+        commands = json.loads(record.read_text())["commands"] if record.is_file() else {}
         for phase, (_, seeds) in PHASES.items():
             for i in range(len(seeds)):
                 commands[phase] = compare(phase, seeds[: i + 1], args.glue_dir, runs)
-                (OUT / "command.json").write_text(json.dumps({"protocol": PROTOCOL, "commands": commands}, indent=1))
+                record.write_text(json.dumps({"protocol": PROTOCOL, "commands": commands}, indent=1))
                 write_summary()
     else:
         write_summary()
