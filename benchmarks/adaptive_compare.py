@@ -6,7 +6,7 @@ main pair (joint_tickets, joint_adaptive) takes seeds 2-6; the controls that tel
 (random swaps as many as the learned run made, learn-then-fix, borrowing off) take seeds 2-4, beside
 the main pair's runs of the same seeds: the budget demands it (one five-task joint run measured 14
 minutes through fixed tickets and 17 with adaptive sharing on 2 cores, so 10 main + 9 control runs are
-about 5 CPU hours).
+about 5 CPU hours). A last table pairs the controls against joint_adaptive itself (their runs again).
 
     python benchmarks/adaptive_compare.py --glue-dir ../shared/data/glue
     python benchmarks/adaptive_compare.py --summary-only   # rewrite adaptive_compare.md; train nothing
@@ -31,7 +31,10 @@ from compare_mini_glue import CONFIG, adaptive_moves
 TICKETS = Path("benchmarks/results/compare_mini_glue/joint_tickets/joint-s1/tickets.json")
 MAIN = ["joint_tickets", "joint_adaptive"]
 CONTROLS = [*MAIN, "joint_random_swaps", "joint_learned_fixed", "joint_adaptive_no_borrow"]
-PHASES = {"main": (MAIN, [2, 3, 4, 5, 6]), "controls": (CONTROLS, [2, 3, 4])}
+# "learning" trains nothing: the controls' runs again, paired against joint_adaptive instead of joint_tickets
+# (does the learned run beat as many random swaps, borrowing off, and retraining through what it learned?)
+LEARNING = ["joint_adaptive", "joint_random_swaps", "joint_adaptive_no_borrow", "joint_learned_fixed"]
+PHASES = {"main": (MAIN, [2, 3, 4, 5, 6]), "controls": (CONTROLS, [2, 3, 4]), "learning": (LEARNING, [2, 3, 4])}
 OUT = RESULTS / "adaptive_compare"
 SUMMARY = RESULTS / "adaptive_compare.md"
 PROTOCOL = "mini-GLUE v1 recipe, seeds 2-6 (main pair) and 2-4 (controls), super tickets selected on seed 1"
