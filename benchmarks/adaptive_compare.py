@@ -13,7 +13,7 @@ about 5 CPU hours). A last table pairs the controls against joint_adaptive itsel
 
 Seed by seed, the main pair first. Finished runs are mirrored into benchmarks/results/adaptive_compare/
 and restored at start, so a committed run is never trained again and a killed one resumes from its
-checkpoint (runs/ is kept between sessions); after every seed the tables are rewritten.
+checkpoint where runs/ survives (a fresh machine starts it again); after every seed the tables are rewritten.
 """
 
 from __future__ import annotations
