@@ -144,8 +144,9 @@ def sweeps(grid: Path, commands: dict[str, str]) -> list[str]:
             lines += [f"### {task} ({info['metric']})", "", "| kind | sparsity | kept | dev (selected epoch) | dev last | vs full |",
                       "|---|---|---|---|---|---|"]
             for c in sorted(info["curve"], key=lambda c: (c["kind"], c["sparsity"])):
-                lines.append(f"| {c['kind']} | {c['sparsity']:g} | {c['kept']:.3f} | {reported(info, c):.2f} | "
-                             f"{c['dev_last']:.2f} | {reported(info, c) - full:+.2f} |")
+                score = reported(info, c)
+                lines.append(f"| {c['kind']} | {c['sparsity']:g} | {c['kept']:.3f} | {score:.2f} | "
+                             f"{c['dev_last']:.2f} | {score - full:+.2f} |")
             confirm = info.get("confirm") or {}
             lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**.", ""]
             if "winning" in confirm:
