@@ -52,20 +52,23 @@ def main() -> None:
 
 
 def stage_commands(grid: Path) -> dict[str, str]:
-    """Each stage's last command line, as the grid started it."""
+    """Each stage's last command line, as the grid started it, and under "grid" the grid's own last call."""
     commands = {}
     if (grid / "grid.jsonl").is_file():
         for line in (grid / "grid.jsonl").open():
             event = json.loads(line)
             if event["event"] == "start" and "command" in event:
                 commands[event["stage"]] = event["command"].removeprefix("-m mtl_tickets.cli ")
+            elif event["event"] == "start" and "argv" in event:
+                commands["grid"] = " ".join(["python", *event["argv"]])
     return commands
 
 
 def header(title: str, commands: dict[str, str], stages: list[str]) -> list[str]:
     ran = [f"- {s}: `{commands[s]}`" for s in stages if s in commands] or ["- (none started yet)"]
-    return [f"# {title} ({V2})", "", f"Protocol: {V2} (../shared/PROTOCOL.md). Commands (`mtl-tickets ...`), as the "
-            "protocol grid ran them:", "", *ran, ""]
+    again = [f"Made by `{commands['grid']}` (the last call; a call continues where the committed grid stopped).", ""]
+    return [f"# {title} ({V2})", "", *(again if "grid" in commands else []), f"Protocol: {V2} (../shared/PROTOCOL.md). "
+            "Commands (`mtl-tickets ...`), as the protocol grid ran them:", "", *ran, ""]
 
 
 # ------------------------------------------------------------------------------- step 1
