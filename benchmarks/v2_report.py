@@ -66,8 +66,9 @@ def stage_commands(grid: Path) -> dict[str, str]:
 
 def header(title: str, commands: dict[str, str], stages: list[str]) -> list[str]:
     ran = [f"- {s}: `{commands[s]}`" for s in stages if s in commands] or ["- (none started yet)"]
-    again = [f"Made by `{commands['grid']}` (the last call; a call continues where the committed grid stopped).", ""]
-    return [f"# {title} ({V2})", "", *(again if "grid" in commands else []), f"Protocol: {V2} (../shared/PROTOCOL.md). "
+    made = [f"Made by `{commands['grid']}` (the last call; a call continues where the committed grid stopped).", ""
+            ] if "grid" in commands else []
+    return [f"# {title} ({V2})", "", *made, f"Protocol: {V2} (../shared/PROTOCOL.md). "
             "Commands (`mtl-tickets ...`), as the protocol grid ran them:", "", *ran, ""]
 
 
