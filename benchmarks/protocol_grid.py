@@ -44,7 +44,10 @@ one 8.5-minute call should finish step 1 and the sweeps of SST-2, MRPC, STS-B an
 the comparison, the held-out sweeps and GLUE-full (seven tasks, 12k steps a seed) take further calls.
 On 2 CPU cores a step costs about 0.54 s with its evaluations (a five-task joint run, 1,560 steps,
 measured 14 minutes): step 1 is about 3.5 hours, v2 about 17.5, or 13 without adaptive sharing and
-its controls (`--no-adaptive`, 31k steps: #15's claims do not read them).
+its controls (`--no-adaptive`, 31k steps: #15's claims do not read them). Measured since: single-task
+runs cost about 0.29 s a step (3.4-3.6 steps/s in grid.jsonl; step 1's budget stages took 15 and 29
+minutes at 3 and 6 epochs), so the single-task stages, most of v2, take about half the estimate at
+3 epochs, and twice that if step 1 chooses 6.
 """
 
 from __future__ import annotations
