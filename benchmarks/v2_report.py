@@ -109,14 +109,17 @@ def convergence(grid: Path, commands: dict[str, str]) -> list[str]:
                          f"{', '.join(at)} | {', '.join(map(str, seeds))} |")
     if not found:
         return lines + [PENDING]
+    by_budget = {e: seed_glue_averages(grid / "runs" / "v2" / f"budget-e{e}" / "comparison.csv", "single_full") for e in BUDGETS}
+    averages = "; ".join(f"{e} epochs {fmt(list(v.values()))} (seeds {', '.join(map(str, v))})" for e, v in by_budget.items() if v)
+    if averages:  # each budget's table, as soon as its stage has written it
+        lines += ["", f"GLUE average (best epoch per task, mean ± std over seeds) by budget at lr 1e-4: {averages}."]
     recipe = grid / "recipe.json"
     if not recipe.is_file():
         return lines + ["", "The recipe is chosen once every budget and the lr check have finished. " + PENDING]
     chosen = json.loads(recipe.read_text())
-    averages = "; ".join(f"{e} epochs {fmt(v)}" for e, v in chosen["glue_average_by_epochs_at_lr_1e-4"].items())
     by_lr = "; ".join(f"lr {lr} {fmt(v)}" for lr, v in chosen["glue_average_by_lr"].items())
-    return lines + ["", f"GLUE average (best epoch per task) by budget at lr 1e-4: {averages}. At the chosen budget: {by_lr}.",
-                    "", f"**Recipe for every later v2 run: {chosen['epochs']} epochs, lr {chosen['lr']:g}** ({chosen['rule']})."]
+    return lines + ["", f"At the chosen budget: {by_lr}.", "",
+                    f"**Recipe for every later v2 run: {chosen['epochs']} epochs, lr {chosen['lr']:g}** ({chosen['rule']})."]
 
 
 # ------------------------------------------------------------------------------- sweeps

@@ -143,3 +143,4 @@ def test_protocol_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_
     assert f"**Recipe for every later v2 run: {recipe['epochs']} epochs, lr {recipe['lr']:g}**" in convergence
     assert "- v2-budget-e3: `compare --config configs/compare_mini_glue.yaml" in convergence
     assert "Made by `python benchmarks/protocol_grid.py" in convergence
+    assert "GLUE average (best epoch per task, mean ± std over seeds) by budget at lr 1e-4: 3 epochs " in convergence
