@@ -42,12 +42,16 @@ stage (start-up). One process would need about 45 minutes for v2. With 4 workers
 (budget at 10 epochs 3 min, lr 1.5 min, CoLA's sweep 5.3 min, a joint contender 2 min) is about 12 min:
 one 8.5-minute call should finish step 1 and the sweeps of SST-2, MRPC, STS-B and RTE; CoLA's sweep,
 the comparison, the held-out sweeps and GLUE-full (seven tasks, 12k steps a seed) take further calls.
-On 2 CPU cores a step costs about 0.54 s with its evaluations (a five-task joint run, 1,560 steps,
-measured 14 minutes): step 1 is about 3.5 hours, v2 about 17.5, or 13 without adaptive sharing and
-its controls (`--no-adaptive`, 31k steps: #15's claims do not read them). Measured since: single-task
-runs cost about 0.29 s a step (3.4-3.6 steps/s in grid.jsonl; step 1's budget stages took 15 and 29
-minutes at 3 and 6 epochs), so the single-task stages, most of v2, take about half the estimate at
-3 epochs, and twice that if step 1 chooses 6.
+Step 1 chose 10 epochs, which makes everything after it 3.3 times those 3-epoch figures.
+On 2 CPU cores, measured at 10 epochs: the full model's single-task runs take 520 s (CoLA), 160 (SST-2),
+355 (MRPC), 250 (STS-B) and 470 (RTE), 29 minutes for the five; a ticket run is assumed to cost three
+quarters of its full run (sliced training keeps 50-90 % of the units). The rest of v2 in those units: the
+dev-selected sweeps about 8.8 hours (per task 6 full and 16 ticket runs), the held-out-selected sweeps
+5.9, Tickets-Share and MT-DNN at seeds 2-6 4.5 (a joint run about as long as the five single-task runs),
+the paper-shaped sweep on MRPC 1.3 and the lr check 1: about 21.5 CPU hours, ten sessions. Cut, as no
+claim reads them: the random and losing controls of the held-out and paper-shaped sweeps (claim (c) reads
+the dev-selected sweeps' controls; 2.5 hours), and adaptive sharing and its controls (`--no-adaptive`;
+issue #13 ran them at v1's recipe).
 """
 
 from __future__ import annotations
@@ -180,17 +184,19 @@ def chosen_recipe(grid: Grid) -> tuple[int, float] | None:
 
 def sweep_args(task: str, select_on: str, grid: Grid, paper_shape: bool = False) -> list[str] | None:
     """A super-ticket sweep at the chosen recipe; `paper_shape`: the paper's grid (10 % of heads with
-    one whole FFN layer per step) instead of FFN neurons."""
+    one whole FFN layer per step) instead of FFN neurons. Only the dev-selected neuron sweep trains the
+    random and losing controls: claim (c) reads them there, and no claim reads another sweep's."""
     recipe = chosen_recipe(grid)
     if recipe is None:
         return None
     held = ["--set", "tickets.select_on=heldout", "--set", "data.holdout=0.1"] if select_on == "heldout" else []
     shape = ["--ffn-granularity", "layer", "--sparsity-mode", "paired"] if paper_shape else []
+    with_controls = select_on == "dev" and not paper_shape
+    kinds = ["--set", "tickets.control_sparsities=[0.1, 0.3, 0.5]"] if with_controls else ["--set", "tickets.kinds=[winning]"]
     folder = f"sweep-{select_on}-paper" if paper_shape else f"sweep-{select_on}"
     return grid.command("tickets", "find", "--config", "configs/tickets_mini_glue.yaml", "--task", task,
                         "--output-dir", str(grid.runs / "v2" / folder / task),
-                        "--epochs", str(recipe[0]), "--lr", f"{recipe[1]:g}", *held, *shape,
-                        "--set", "tickets.control_sparsities=[0.1, 0.3, 0.5]",
+                        "--epochs", str(recipe[0]), "--lr", f"{recipe[1]:g}", *held, *shape, *kinds,
                         "--set", f"tickets.confirm_seeds={CONFIRM_SEEDS}")
 
 

@@ -138,9 +138,10 @@ def sweeps(grid: Path, commands: dict[str, str]) -> list[str]:
     stages = [f"v2-sweep-{rule}-{t}" for rule in SWEEPS for t in MINI_GLUE]
     lines = header("Phase transition: super ticket vs full model", commands, stages)
     lines += ["Default encoder at the v2 recipe; FFN neurons and `units` sparsity unless said. The grid at seed 1 (winning",
-              "tickets at 10-50 %, random and losing controls at 10, 30 and 50 %), the dev metric at the best epoch (held-out",
-              "selection: at the epoch best on the held-out slice); the full model and the best winning ticket rerun on",
-              "seeds 2-6, paired by seed. `kept`: fraction of encoder parameters. Curves: the PNGs named below.", ""]
+              "tickets at 10-50 %; random and losing controls at 10, 30 and 50 % in the dev-selected neuron sweeps only, the",
+              "ones claim (c) reads), the dev metric at the best epoch (held-out selection: at the epoch best on the held-out",
+              "slice); the full model and the best winning ticket rerun on seeds 2-6, paired by seed. `kept`: fraction of",
+              "encoder parameters. Curves: the PNGs named below.", ""]
     for rule, title in SWEEPS.items():
         infos = sweep_tickets(grid, rule)
         lines += [f"## Sweeps {title}", ""]

@@ -144,3 +144,21 @@ def test_protocol_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_
     assert "- v2-budget-e3: `compare --config configs/compare_mini_glue.yaml" in convergence
     assert "Made by `python benchmarks/protocol_grid.py" in convergence
     assert "GLUE average (best epoch per task, mean ± std over seeds) by budget at lr 1e-4: 3 epochs " in convergence
+    sweeps = run_python(SWEEP_COMMANDS, str(tmp_path / "runs"), str(out), str(glue_slice))  # at the recipe just chosen
+    assert sweeps.returncode == 0, sweeps.stderr[-2000:]
+    dev, held, paper = json.loads(sweeps.stdout)
+    assert "tickets.control_sparsities=[0.1, 0.3, 0.5]" in dev and "tickets.kinds=[winning]" not in dev
+    for no_controls in (held, paper):  # claim (c) reads the dev-selected sweeps' controls only
+        assert "tickets.kinds=[winning]" in no_controls and f"--epochs {recipe['epochs']}" in no_controls
+    assert "tickets.select_on=heldout" in held and "--ffn-granularity layer" in paper
+
+
+SWEEP_COMMANDS = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from protocol_grid import Grid, sweep_args
+grid = Grid(Path(sys.argv[1]), Path(sys.argv[2]), "unused", Path(sys.argv[3]), ["rte"])
+commands = [sweep_args("rte", "dev", grid), sweep_args("rte", "heldout", grid), sweep_args("rte", "dev", grid, paper_shape=True)]
+print(json.dumps([" ".join(c) for c in commands]))
+"""
