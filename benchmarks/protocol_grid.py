@@ -1,12 +1,13 @@
 """The protocol grid in unattended, resumable calls (../shared/PROTOCOL.md: mini-GLUE v2, then GLUE-full v1),
 on the GPU machine or, a session at a time, on this CPU.
 
-Each stage is one existing recipe (`mtl-tickets compare`, `tickets find`) in a subprocess. Stages start
-in priority order as soon as the stages they read have finished, `--workers` at a time (MiniLM-L6
-leaves an H200 mostly idle, so a few processes share it; on 2 CPU cores, one). No stage starts in the
-last `--reserve-minutes` of `--budget-minutes`; at the budget the running ones get SIGTERM (the run in
-progress saves a checkpoint, every finished run stays). Everything lands under --out ($OUT) while the
-grid runs, so a cut-off call still returns what it finished:
+Each stage is one existing recipe (`mtl-tickets compare`, `tickets find`) in a subprocess. Stages start in
+priority order as soon as the stages they read have finished, `--workers` at a time (MiniLM-L6 leaves an
+H200 mostly idle, so a few processes share it; on 2 CPU cores, one). No stage starts in the last
+`--reserve-minutes` of `--budget-minutes`; at the budget the running ones get SIGTERM (the run in progress
+saves a checkpoint, every finished run stays); with `--between-runs`, a stage is stopped as soon as it
+finishes a run inside that reserve, so the run it cuts off has barely begun. Everything lands under --out
+($OUT) while the grid runs, so a cut-off call still returns what it finished:
 
     runs/        the light files of every finished run (results, config, tickets, curves, tables)
     cells.jsonl  one line per finished run: its tasks, seed, recipe and best-epoch dev scores
@@ -23,9 +24,10 @@ carried along, the encoder as fp16 and the GLUE files):
 A later call continues where one stopped when the earlier $OUT is carried back (`--resume-from`).
 On this CPU, mini-GLUE v2 only, one session's worth at a time into a committed folder (run directories
 stay in runs/, so a stopped run resumes from its checkpoint where runs/ survives; on a fresh machine
-only finished runs carry over):
+only finished runs carry over, hence a reserve as long as the longest run, CoLA's 9 minutes, to stop in):
 
     python benchmarks/protocol_grid.py --protocols v2 --no-adaptive --workers 1 --budget-minutes 150 \
+        --reserve-minutes 10 --between-runs \
         --model minilm-l6 --glue-dir ../shared/data/glue --out benchmarks/results/v2_grid \
         --resume-from benchmarks/results/v2_grid
 
@@ -264,11 +266,22 @@ class Running:
     started: float
     out_dir: Path  # where its runs are (its --output-dir)
     stopped_at: float | None = None  # when it was sent SIGTERM
+    runs_at_reserve: int | None = None  # its finished runs when the reserve window opened
+
+    def finished_another_run(self) -> bool:
+        """In the reserve window: whether a run of this stage finished since the window opened (so the
+        run it is on now has only just begun)."""
+        done = sum(1 for _ in self.out_dir.rglob("results.json"))
+        if self.runs_at_reserve is None:
+            self.runs_at_reserve = done
+        return done > self.runs_at_reserve
 
 
-def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserve: float, every: float = 15) -> dict[str, str]:
+def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserve: float, between_runs: bool = False,
+             every: float = 15) -> dict[str, str]:
     """Start ready stages in priority order until `reserve` seconds before `stop_at`; SIGTERM what still
-    runs at `stop_at`. Returns each stage's final status."""
+    runs at `stop_at` or, with `between_runs`, a stage as soon as it finishes a run in the reserve window.
+    Returns each stage's final status."""
     status: dict[str, str] = {}
     running: dict[str, Running] = {}
     last_mirror = time.time()
@@ -292,6 +305,8 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
             todo = []
         if time.time() >= stop_at:
             stop(running.values())
+        elif between_runs and time.time() >= stop_at - reserve:
+            stop([r for r in running.values() if r.stopped_at or r.finished_another_run()])
         if time.time() - last_mirror >= every:
             mirror(grid.runs, grid.out / "runs")
             last_mirror = time.time()
@@ -399,6 +414,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-minutes", type=float, default=8.5, help="No stage runs past this (default 8.5).")
     parser.add_argument("--reserve-minutes", type=float, default=0.5, help="No stage starts in this last part of the budget.")
+    parser.add_argument("--between-runs", action="store_true", help="In the reserve window, stop a stage as soon "
+                        "as it finishes a run (for a machine whose runs/ may not survive: a run cut off mid-way is lost).")
     parser.add_argument("--workers", type=int, default=4, help="Stages run at once.")
     parser.add_argument("--carry", default="gpu_carry", help="What benchmarks/gpu_carry.py wrote.")
     parser.add_argument("--model", help="Encoder folder (default: CARRY/minilm-l6).")
@@ -428,7 +445,8 @@ def main() -> None:
         mirror(Path(args.resume_from) / "runs", grid.runs)
     todo = [s for s in stages(args.tasks, args.protocols, not args.no_adaptive) if not args.stages or s.name in args.stages]
     grid.event("grid", "start", argv=sys.argv, machine=machine(), gpu=gpu_name(), stages=[s.name for s in todo])
-    status = run_grid(grid, todo, args.workers, start_time + 60 * args.budget_minutes, 60 * args.reserve_minutes)
+    status = run_grid(grid, todo, args.workers, start_time + 60 * args.budget_minutes, 60 * args.reserve_minutes,
+                      args.between_runs)
     mirror(grid.runs, grid.out / "runs")
     chosen_recipe(grid)  # recipe.json whenever step 1 finished, even if no later stage read it
     grid.event("grid", "end", seconds=round(time.time() - start_time, 1),

