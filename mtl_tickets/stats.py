@@ -64,7 +64,7 @@ class PairedDifference:
 
     def cells(self) -> list[str]:
         """The comparison as table cells, in `COLUMNS` order ('n/a' where undefined)."""
-        return [f"{self.mean:+.2f}", verdict(self), _p(self.p_t), _p(self.p_permutation), f"{self.ahead}/{self.n}",
+        return [f"{self.mean:+.2f}", verdict(self, sign_flips=False), _p(self.p_t), _p(self.p_permutation), f"{self.ahead}/{self.n}",
                 "n/a" if self.mde is None else f"{self.mde:.2f}"]
 
     def __str__(self) -> str:
@@ -74,14 +74,20 @@ class PairedDifference:
                 f"detectable at 80 % power: {mde}")
 
 
-def verdict(d: PairedDifference, unit: str = "seed") -> str:
-    """PROTOCOL v2's language: a difference is called one only when its 95 % interval excludes 0. `unit`:
-    what the pairs are (seeds; tasks where a grid ran one seed per task)."""
+def verdict(d: PairedDifference, unit: str = "seed", sign_flips: bool = True) -> str:
+    """PROTOCOL v2's language: a difference is called one only when its 95 % interval excludes 0; where
+    the exact sign-flip test does not reach 0.05 too (never below 2 / 2^n: at most 5 seeds it cannot),
+    the reading gives its p beside the interval (`sign_flips`; off where a column shows it). `unit`: what
+    the pairs are (seeds; tasks where a grid ran one seed per task)."""
     if d.ci_low is None:
         why = f"one {unit}" if d.n == 1 else f"the same difference on every {unit}"
         return f"no detectable difference (no 95 % CI: {why})"
     interval = f"95 % CI [{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
-    return f"a difference ({interval})" if d.excludes_zero() else f"no detectable difference ({interval})"
+    if not d.excludes_zero():
+        return f"no detectable difference ({interval})"
+    if sign_flips and d.p_permutation is not None and d.p_permutation > ALPHA:  # the t interval leans on normality; say so
+        interval += f"; sign-flip p {d.p_permutation:.2f}, at best {2 / 2 ** d.n:.2f} with {d.n} {unit}s"
+    return f"a difference ({interval})"
 
 
 def sign_flip_p(d: np.ndarray) -> float | None:

@@ -88,10 +88,18 @@ def test_verdict_calls_a_difference_only_when_the_interval_excludes_zero():
     up = PairedDifference.of([1, 2, 3, 4, 5], [0] * 5)
     down = PairedDifference.of([0] * 5, [1, 2, 3, 4, 5])
     unsure = PairedDifference.of(CONTENDER, BASELINE)
-    assert verdict(up) == f"a difference (95 % CI [+{up.ci_low:.2f}, +{up.ci_high:.2f}])" and up.ci_low > 0
-    assert verdict(down) == f"a difference (95 % CI [{down.ci_low:.2f}, {down.ci_high:.2f}])" and down.ci_high < 0
+    exact = "sign-flip p 0.06, at best 0.06 with 5 seeds"  # all five ahead: the exact test can go no lower
+    assert verdict(up) == f"a difference (95 % CI [+{up.ci_low:.2f}, +{up.ci_high:.2f}]; {exact})" and up.ci_low > 0
+    assert verdict(down) == f"a difference (95 % CI [{down.ci_low:.2f}, {down.ci_high:.2f}]; {exact})" and down.ci_high < 0
     assert verdict(unsure) == f"no detectable difference (95 % CI [{unsure.ci_low:+.2f}, {unsure.ci_high:+.2f}])"
     assert unsure.ci_low < 0 < unsure.ci_high
+
+
+def test_a_difference_the_sign_flip_test_also_finds_reads_as_the_interval_alone():
+    d = PairedDifference.of([1, 2, 3, 4, 5, 6], [0] * 6)  # six seeds ahead: sign-flip p 2 / 64
+    assert d.p_permutation < 0.05 and verdict(d) == f"a difference (95 % CI [+{d.ci_low:.2f}, +{d.ci_high:.2f}])"
+    tasks = PairedDifference.of([2.0, 2.2, 2.4], [0.0] * 3)
+    assert verdict(tasks, "task").endswith("; sign-flip p 0.25, at best 0.25 with 3 tasks)")
 
 
 def test_the_printed_line_and_table_cells_carry_every_number():
