@@ -160,11 +160,15 @@ def budget_scores(grid: Grid) -> dict[int, list[float]] | None:
     return None if any(v is None for v in scores.values()) else scores
 
 
+def budget_bar(scores: dict[int, list[float]]) -> float:
+    """The GLUE average a budget must reach: the largest budget's mean less half its seed-std."""
+    top = scores[BUDGETS[-1]]
+    return statistics.mean(top) - 0.5 * (statistics.stdev(top) if len(top) > 1 else 0.0)
+
+
 def chosen_epochs(scores: dict[int, list[float]]) -> int:
     """v2 step 1: the smallest budget whose mean is within half a seed-std of the largest budget's."""
-    top = scores[BUDGETS[-1]]
-    bar = statistics.mean(top) - 0.5 * (statistics.stdev(top) if len(top) > 1 else 0.0)
-    return next(e for e in BUDGETS if statistics.mean(scores[e]) >= bar)
+    return next(e for e in BUDGETS if statistics.mean(scores[e]) >= budget_bar(scores))
 
 
 def chosen_recipe(grid: Grid) -> tuple[int, float] | None:

@@ -24,7 +24,7 @@ import json
 import statistics
 from pathlib import Path
 
-from protocol_grid import BUDGETS, LRS, MINI_GLUE, V2, seed_glue_averages
+from protocol_grid import BUDGETS, LRS, MINI_GLUE, V2, budget_bar, chosen_epochs, seed_glue_averages
 
 from mtl_tickets.compare import fmt
 from mtl_tickets.metrics import task_score
@@ -44,6 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     grid, out = Path(args.grid), Path(args.results)
     commands = stage_commands(grid)
+    out.mkdir(parents=True, exist_ok=True)
     for name, lines in (("convergence", convergence(grid, commands)), ("phase_transition", sweeps(grid, commands)),
                         ("comparison", comparison(grid, commands)), ("claims", claims(grid))):
         path = out / f"v2_{name}.md"
@@ -113,6 +114,11 @@ def convergence(grid: Path, commands: dict[str, str]) -> list[str]:
     averages = "; ".join(f"{e} epochs {fmt(list(v.values()))} (seeds {', '.join(map(str, v))})" for e, v in by_budget.items() if v)
     if averages:  # each budget's table, as soon as its stage has written it
         lines += ["", f"GLUE average (best epoch per task, mean ± std over seeds) by budget at lr 1e-4: {averages}."]
+    if all(by_budget.values()):
+        scores = {e: list(v.values()) for e, v in by_budget.items()}
+        means = ", ".join(f"{e} epochs {statistics.mean(v):.3f}" for e, v in scores.items())
+        lines += ["", f"The rule's bar, {BUDGETS[-1]} epochs' mean less half its seed-std: {budget_bar(scores):.3f} "
+                  f"(means {means}): **{chosen_epochs(scores)} epochs**."]
     recipe = grid / "recipe.json"
     if not recipe.is_file():
         return lines + ["", "The recipe is chosen once every budget and the lr check have finished. " + PENDING]

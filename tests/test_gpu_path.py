@@ -158,6 +158,8 @@ def test_protocol_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_
     assert "- v2-budget-e3: `compare --config configs/compare_mini_glue.yaml" in convergence
     assert "Made by `python benchmarks/protocol_grid.py" in convergence
     assert "GLUE average (best epoch per task, mean ± std over seeds) by budget at lr 1e-4: 3 epochs " in convergence
+    assert "The rule's bar, 10 epochs' mean less half its seed-std: " in convergence
+    assert f"): **{recipe['epochs']} epochs**." in convergence
     sweeps = run_python(SWEEP_COMMANDS, str(tmp_path / "runs"), str(out), str(glue_slice))  # at the recipe just chosen
     assert sweeps.returncode == 0, sweeps.stderr[-2000:]
     dev, held, paper = json.loads(sweeps.stdout)
