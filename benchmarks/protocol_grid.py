@@ -55,7 +55,7 @@ sweeps 10.4 hours (per task 6 full and 16 ticket runs; CoLA's alone 4.3), the he
 6.9, Tickets-Share and MT-DNN at seeds 2-6 4.5 (a joint run about as long as the five single-task runs)
 and the paper-shaped sweep on MRPC 1.3. Cut, as no claim reads them: the random and losing controls of the
 held-out and paper-shaped sweeps (claim (c) reads the dev-selected sweeps' controls; 2.5 hours), and
-adaptive sharing and its controls (`--no- adaptive`; issue #13 ran them at v1's recipe).
+adaptive sharing and its controls (`--no-adaptive`; issue #13 ran them at v1's recipe).
 """
 
 from __future__ import annotations
