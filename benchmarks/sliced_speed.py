@@ -1,12 +1,13 @@
 """Sliced execution of a fixed ticket (protocol speed v1): the default encoder with a random ticket
 removing half of its heads and FFN neurons, each ratio measured side by side in one run.
 
-- training step (forward, backward, frozen slices, AdamW), batch 32: sliced vs gated; goal >= 1.6x
+- training step (forward, backward, frozen slices, AdamW, the run's bf16 autocast where the CPU has it),
+  batch 32: sliced vs gated (goal >= 1.6x) and vs the dense full model; `--seq-len 12` is CoLA's length
 - evaluation forward, eval batch 128: sliced vs the dense model (and gated); goal >= 1.0x
 - batch-1 forward of the physically pruned model vs dense, against the ideal layer-FLOPs speed-up
   (goal >= 70 % of it), exact widths and widths padded to a multiple of --block (zero placeholders)
 
-    python benchmarks/sliced_speed.py [--sparsity 0.5] [--repeats 7] [--threads N]
+    python benchmarks/sliced_speed.py [--sparsity 0.5] [--seq-len 64] [--repeats 7] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mtl_tickets.masks import Ticket
 from mtl_tickets.model import MultiTaskModel
 from mtl_tickets.optim import FrozenSlices, build_optimizer
 from mtl_tickets.pruning import levels, nested_tickets, owned_slices
+from mtl_tickets.train import bf16_autocast, uses_bf16
 from pruned_inference import layer_flops
 
 
@@ -41,18 +43,21 @@ def model_and_ticket(sparsity: float) -> tuple[MultiTaskModel, Ticket]:
 
 
 def training_step(model, ticket: Ticket, batch_size: int, seq_len: int) -> dict:
-    """Seconds per step, gated vs sliced, with the recipe's default frozen slices."""
-    optimizer = build_optimizer(model, TrainConfig())
+    """Seconds per step: gated and sliced with the recipe's default frozen slices, and the dense full
+    model (what a ticket run is weighed against), each under the run's autocast."""
+    cfg = TrainConfig()
+    optimizer = build_optimizer(model, cfg)
     frozen = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in
               owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)]
-    how = {"gated": ticket.gates(), "sliced": sliced.SlicedTicket.of(model.encoder, ticket)}
+    how = {"dense": None, "gated": ticket.gates(), "sliced": sliced.SlicedTicket.of(model.encoder, ticket)}
     batch = random_batch(batch_size, seq_len, labels=True)
+    device = next(model.parameters()).device
 
     def step(mode: str) -> None:
-        with sliced.through(model.encoder, how[mode]):
+        with sliced.through(model.encoder, how[mode]), bf16_autocast(cfg, device):
             loss = model.loss(model(batch, "rte"), batch["labels"], "rte")
         loss.backward()
-        with FrozenSlices(optimizer, frozen):
+        with FrozenSlices(optimizer, frozen if how[mode] is not None else []):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -108,7 +113,9 @@ def main() -> None:
 
     train = time_alternating(training_step(model, ticket, args.batch_size, args.seq_len), args.repeats)
     result["train_step"] = {"seconds": train, "examples_per_s": {m: args.batch_size / t["median"] for m, t in train.items()},
-                            "speedup_sliced_vs_gated": train["gated"]["median"] / train["sliced"]["median"]}
+                            "speedup_sliced_vs_gated": train["gated"]["median"] / train["sliced"]["median"],
+                            "speedup_sliced_vs_dense": train["dense"]["median"] / train["sliced"]["median"],
+                            "bf16_autocast": uses_bf16(TrainConfig(), next(model.parameters()).device)}
 
     model.eval()
     batch = random_batch(args.eval_batch_size, args.seq_len)
@@ -133,7 +140,8 @@ def main() -> None:
         "repeats": args.repeats, **result,
         "goals": {"train sliced vs gated": ">= 1.6x", "eval sliced vs dense": ">= 1.0x", "batch-1 pruned": ">= 70 % of ideal"}})
     r = result
-    print(f"train step sliced/gated {r['train_step']['speedup_sliced_vs_gated']:.2f}x | eval sliced/dense "
+    print(f"train step sliced/gated {r['train_step']['speedup_sliced_vs_gated']:.2f}x, sliced/dense "
+          f"{r['train_step']['speedup_sliced_vs_dense']:.2f}x | eval sliced/dense "
           f"{r['evaluation']['speedup_sliced_vs_dense']:.2f}x (gated {r['evaluation']['speedup_gated_vs_dense']:.2f}x) | "
           f"batch-1 pruned " + ", ".join(f"{k} {s:.2f}x" for k, s in speedups.items()) + f" of ideal {ideal:.2f}x | {path}")
 
