@@ -4,10 +4,11 @@ on the GPU machine or, a session at a time, on this CPU.
 Each stage is one existing recipe (`mtl-tickets compare`, `tickets find`) in a subprocess. Stages start in
 priority order as soon as the stages they read have finished, `--workers` at a time (MiniLM-L6 leaves an
 H200 mostly idle, so a few processes share it; on 2 CPU cores, one). No stage starts in the last
-`--reserve-minutes` of `--budget-minutes`; at the budget the running ones get SIGTERM (the run in progress
-saves a checkpoint, every finished run stays); with `--between-runs`, a stage is stopped as soon as it
-finishes a run inside that reserve, so the run it cuts off has barely begun. Everything lands under --out
-($OUT) while the grid runs, so a cut-off call still returns what it finished:
+`--reserve-minutes` of `--budget-minutes`; at the budget (or when the grid itself gets SIGTERM or Ctrl-C)
+the running ones get SIGTERM (the run in progress saves a checkpoint, every finished run stays); with
+`--between-runs`, a stage is stopped as soon as it finishes a run inside that reserve, so the run it cuts
+off has barely begun. Everything lands under --out ($OUT) while the grid runs, so a cut-off call still
+returns what it finished:
 
     runs/        the light files of every finished run (results, config, tickets, curves, tables)
     cells.jsonl  one line per finished run: its tasks, seed, recipe and best-epoch dev scores
@@ -291,6 +292,13 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
     status: dict[str, str] = {}
     running: dict[str, Running] = {}
     last_mirror = time.time()
+    budget_at = stop_at
+
+    def stop_now(*_) -> None:  # SIGTERM or Ctrl-C to the grid: the budget ends now, recorded as it would be
+        nonlocal stop_at
+        stop_at = min(stop_at, time.time())
+
+    previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGTERM, signal.SIGINT)}
     while todo or running:
         for name, r in list(running.items()):
             if r.proc.poll() is not None:
@@ -317,6 +325,10 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
             mirror(grid.runs, grid.out / "runs")
             last_mirror = time.time()
         time.sleep(0.2 if running else 0)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    if stop_at < budget_at:
+        grid.event("grid", "stopped", why="a signal")
     return status
 
 

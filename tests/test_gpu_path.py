@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,30 @@ def test_protocol_grid_between_runs_stops_a_stage_once_it_finishes_a_run_in_the_
     assert done.returncode == 0, done.stderr[-2000:]
     last = {e["stage"]: e for e in events(out)}["v2-budget-e3"]
     assert last["event"] == "stopped" and 1 <= last["runs"] < 2 * len(MINI_GLUE) and last["seconds"] < 120
+
+
+@pytest.mark.slow
+def test_protocol_grid_stopped_by_sigterm_records_what_its_stage_finished(tiny_model_dir, glue_slice, tmp_path):
+    """SIGTERM to the grid (a session's end, `kill`) ends its budget now: the running stage is stopped
+    and recorded, its finished runs become cells, and summary.md is written."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "benchmarks/protocol_grid.py", "--model", str(tiny_model_dir), "--glue-dir",
+                             str(glue_slice), "--out", str(out), "--runs", str(runs), "--set", "train.max_steps=1",
+                             "--tasks", *MINI_GLUE, "--stages", "v2-budget-e3", "v2-budget-e6", "--budget-minutes", "5",
+                             "--workers", "1"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "grid.jsonl").is_file() and '"v2-budget-e3", "event": "start"' in
+                                          (out / "grid.jsonl").read_text()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # the stage is still importing torch: its first run has not finished
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    last = {e["stage"]: e for e in events(out)}
+    assert last["v2-budget-e3"]["event"] == "stopped" and last["v2-budget-e6"]["event"] == "skipped"
+    assert [e["event"] for e in events(out) if e["stage"] == "grid"][-2:] == ["stopped", "end"]
+    cells = (out / "cells.jsonl").read_text().splitlines() if (out / "cells.jsonl").is_file() else []
+    assert len(cells) == last["v2-budget-e3"]["runs"] and "| v2-budget-e3 | stopped |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.slow
