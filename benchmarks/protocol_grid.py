@@ -25,7 +25,8 @@ carried along, the encoder as fp16 and the GLUE files):
 A later call continues where one stopped when the earlier $OUT is carried back (`--resume-from`).
 On this CPU, mini-GLUE v2 only, one session's worth at a time into a committed folder (run directories
 stay in runs/, so a stopped run resumes from its checkpoint where runs/ survives; on a fresh machine
-only finished runs carry over, hence a reserve as long as the longest run, CoLA's ticket runs at about 13 minutes, to stop in):
+only finished runs carry over, hence a reserve as long as the longest run to stop in, CoLA's ticket runs
+at about 13 minutes):
 
     python benchmarks/protocol_grid.py --protocols v2 --no-adaptive --workers 1 --budget-minutes 150 \
         --reserve-minutes 14 --between-runs \
