@@ -118,14 +118,14 @@ def test_protocol_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_s
 @pytest.mark.slow
 def test_protocol_grid_between_runs_stops_a_stage_once_it_finishes_a_run_in_the_reserve(tiny_model_dir, glue_slice, tmp_path):
     """The reserve window opens 3 s in, before the stage (ten one-step runs) has finished its first run;
-    it is stopped once a run finishes in the window, long before the 3-minute budget, and keeps what it
-    finished."""
+    it is stopped once a run finishes in the window, with runs still to go (the 3-minute budget alone
+    would let all ten finish), and keeps what it finished."""
     out = tmp_path / "out"
     done = grid(out, tmp_path / "runs", tiny_model_dir, glue_slice, "--tasks", *MINI_GLUE, "--stages", "v2-budget-e3",
                 "--budget-minutes", "3", "--reserve-minutes", "2.95", "--between-runs")
     assert done.returncode == 0, done.stderr[-2000:]
     last = {e["stage"]: e for e in events(out)}["v2-budget-e3"]
-    assert last["event"] == "stopped" and 1 <= last["runs"] < 2 * len(MINI_GLUE) and last["seconds"] < 120
+    assert last["event"] == "stopped" and 1 <= last["runs"] < 2 * len(MINI_GLUE)
 
 
 @pytest.mark.slow
