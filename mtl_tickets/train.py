@@ -132,15 +132,23 @@ def train_to_the_end(cfg: Config, world: World, out: Path, progress: bool) -> Ru
             if stopping:
                 s.loggers.close()
                 raise TrainingInterrupted(f"interrupted at step {s.state.step}; checkpoint saved in {out}")
-    s.loggers.close()
-    results = summarize(s)
-    if world.is_main:
-        if isinstance(s.model.sharing, AdaptiveSharing):
-            TicketSet(cfg.model.name, EncoderShape.of(s.model.encoder), s.model.sharing.tickets()).save(out / "learned_tickets.json")
-        checkpoint.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-        if results["complete"] and not cfg.train.keep_checkpoints:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # finished: reused from here on, never resumed
+        s.loggers.close()
+        results = summarize(s)
+        if world.is_main:
+            write_results(cfg, s, out, results)
+        if distributed.any_rank(stop.requested, world):  # arrived after the last step's check: the run is
+            # finished and kept, but a command with more runs to go (sweep, compare) must not start the next
+            raise TrainingInterrupted(f"stopped after finishing the run in {out}")
     return RunResult(out, results)
+
+
+def write_results(cfg: Config, s: Session, out: Path, results: dict) -> None:
+    """results.json (and an adaptive run's learned tickets) marks the run finished; its checkpoints go."""
+    if isinstance(s.model.sharing, AdaptiveSharing):
+        TicketSet(cfg.model.name, EncoderShape.of(s.model.encoder), s.model.sharing.tickets()).save(out / "learned_tickets.json")
+    checkpoint.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    if results["complete"] and not cfg.train.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # finished: reused from here on, never resumed
 
 
 def start_session(cfg: Config, world: World, out: Path) -> Session:

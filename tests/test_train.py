@@ -130,3 +130,28 @@ def test_the_printed_average_is_called_the_glue_average_only_on_glue_tasks(monke
         evaluation = {"epoch": 1.0, "glue_average": 60.0, "tasks": {t: {"dev": {"accuracy": 60.0}} for t in tasks}}
         table = format_results({"tasks": tasks, "best": evaluation, "last": evaluation})
         assert table.splitlines()[-1] == f"{label}: best 60.00 (epoch 1.0), last 60.00"
+
+
+def test_a_stop_signal_during_the_last_step_keeps_the_finished_run_and_still_stops(tiny_model_dir, glue_slice, tmp_path,
+                                                                                 monkeypatch):
+    """SIGTERM arriving after the last step's stop check (here, while its checkpoint is saved) is not lost:
+    the run is finished and kept, and the command stops instead of starting its next run."""
+    import os
+    import signal
+
+    from mtl_tickets import train as train_module
+
+    save = train_module.save_checkpoint
+
+    def save_then_signal(s):
+        save(s)
+        if s.state.step == s.plan.last_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_signal)
+    cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]", "train.max_steps=2")
+    with pytest.raises(train_module.TrainingInterrupted, match="stopped after finishing the run"):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 2
+    assert train(cfg, progress=False).results["steps"] == 2  # rerun: the finished run, as it is
