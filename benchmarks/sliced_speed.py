@@ -2,7 +2,8 @@
 removing half of its heads and FFN neurons, each ratio measured side by side in one run.
 
 - training step (forward, backward, frozen slices, AdamW, the run's bf16 autocast where the CPU has it),
-  batch 32: sliced vs gated (goal >= 1.6x) and vs the dense full model; `--seq-len 12` is CoLA's length
+  batch 32: sliced vs gated (goal >= 1.6x) and vs the dense full model; `--seq-len 12` is CoLA's length;
+  and sliced with the removed units' optimizer state frozen too (a single-task run freezes weights alone)
 - evaluation forward, eval batch 128: sliced vs the dense model (and gated); goal >= 1.0x
 - batch-1 forward of the physically pruned model vs dense, against the ideal layer-FLOPs speed-up
   (goal >= 70 % of it), exact widths and widths padded to a multiple of --block (zero placeholders)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 
 import numpy as np
 import torch
@@ -28,7 +30,8 @@ from mtl_tickets.importance import Scores
 from mtl_tickets.masks import Ticket
 from mtl_tickets.model import MultiTaskModel
 from mtl_tickets.optim import FrozenSlices, build_optimizer
-from mtl_tickets.pruning import levels, nested_tickets, owned_slices
+from mtl_tickets.pruning import levels, nested_tickets
+from mtl_tickets.sharing import FixedTickets
 from mtl_tickets.train import bf16_autocast, uses_bf16
 from pruned_inference import layer_flops
 
@@ -43,21 +46,26 @@ def model_and_ticket(sparsity: float) -> tuple[MultiTaskModel, Ticket]:
 
 
 def training_step(model, ticket: Ticket, batch_size: int, seq_len: int) -> dict:
-    """Seconds per step: gated and sliced with the recipe's default frozen slices, and the dense full
-    model (what a ticket run is weighed against), each under the run's autocast."""
+    """Seconds per step: gated and sliced with the recipe's default frozen slices (a single-task run's:
+    the removed units' weights alone), sliced with their optimizer state frozen too (what a multi-task
+    run does for units another task trains), and the dense full model (what a ticket run is weighed
+    against), each under the run's autocast."""
     cfg = TrainConfig()
     optimizer = build_optimizer(model, cfg)
-    frozen = [(model.encoder.get_parameter(p), d, torch.as_tensor(i)) for p, d, i in
-              owned_slices(model.encoder, ticket.attn_heads, ticket.ffn)]
-    how = {"dense": None, "gated": ticket.gates(), "sliced": sliced.SlicedTicket.of(model.encoder, ticket)}
+    frozen = FixedTickets({"rte": ticket}).frozen(model.encoder, "rte")
+    with_state = [dataclasses.replace(s, with_state=True) for s in frozen]
+    cut = sliced.SlicedTicket.of(model.encoder, ticket)
+    how = {"dense": (None, []), "gated": (ticket.gates(), frozen), "sliced": (cut, frozen),
+           "sliced_state_frozen": (cut, with_state)}
     batch = random_batch(batch_size, seq_len, labels=True)
     device = next(model.parameters()).device
 
     def step(mode: str) -> None:
-        with sliced.through(model.encoder, how[mode]), bf16_autocast(cfg, device):
+        gates, freeze = how[mode]
+        with sliced.through(model.encoder, gates), bf16_autocast(cfg, device):
             loss = model.loss(model(batch, "rte"), batch["labels"], "rte")
         loss.backward()
-        with FrozenSlices(optimizer, frozen if how[mode] is not None else []):
+        with FrozenSlices(optimizer, freeze):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -115,6 +123,7 @@ def main() -> None:
     result["train_step"] = {"seconds": train, "examples_per_s": {m: args.batch_size / t["median"] for m, t in train.items()},
                             "speedup_sliced_vs_gated": train["gated"]["median"] / train["sliced"]["median"],
                             "speedup_sliced_vs_dense": train["dense"]["median"] / train["sliced"]["median"],
+                            "speedup_weights_only_freeze": train["sliced_state_frozen"]["median"] / train["sliced"]["median"],
                             "bf16_autocast": uses_bf16(TrainConfig(), next(model.parameters()).device)}
 
     model.eval()
@@ -134,7 +143,8 @@ def main() -> None:
     result["batch1_pruned"] = {"seconds": single, "ideal_speedup_layer_flops": ideal, "speedup": speedups,
                                "fraction_of_ideal": {k: (s - 1) / (ideal - 1) for k, s in speedups.items()}}
 
-    path = write_result(f"sliced_speed_threads{torch.get_num_threads()}", {
+    seq = "" if args.seq_len == 64 else f"_seq{args.seq_len}"
+    path = write_result(f"sliced_speed_threads{torch.get_num_threads()}{seq}", {
         "what": f"default encoder ({DEFAULT_MODEL}), random ticket removing {args.sparsity:.0%} of heads and FFN neurons, "
                 f"seq {args.seq_len}; train batch {args.batch_size}, eval batch {args.eval_batch_size}, pruned batch 1",
         "repeats": args.repeats, **result,

@@ -3,6 +3,8 @@ decay on biases and LayerNorm, linear warm-up then linear decay to zero."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -38,6 +40,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass(frozen=True)
+class FrozenSlice:
+    """The part of a parameter (rows or columns `index` along `dim`) an optimizer step leaves as it is.
+
+    `with_state=False` for a unit no task of the run trains: its gradient is zero at every step, so its
+    optimizer state feeds only its own updates, which restoring the weights undoes (under AdamW's
+    decoupled weight decay that state is exactly zero and stays so). Saving the weights alone is then
+    exact and a third of the work: a single-task ticket run's removed units are all of this kind.
+    """
+
+    param: nn.Parameter
+    dim: int
+    index: torch.Tensor
+    with_state: bool = True
+
+
 class FrozenSlices:
     """Leaves the given parameter slices, and their optimizer state, exactly as they were across
     `optimizer.step()` (DESIGN.md decision 6): units masked for the current task are not moved by
@@ -50,21 +68,23 @@ class FrozenSlices:
     whole tensor when it next moves (a small, documented approximation).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, slices: list[tuple[nn.Parameter, int, torch.Tensor]]):
+    def __init__(self, optimizer: torch.optim.Optimizer, slices: list[FrozenSlice]):
         self.optimizer, self.slices = optimizer, slices
 
-    def _tensors(self, param: nn.Parameter) -> list[torch.Tensor]:
-        state = self.optimizer.state.get(param, {})
-        return [param.data, *(v for v in state.values() if torch.is_tensor(v) and v.shape == param.shape)]
+    def _tensors(self, part: FrozenSlice) -> list[torch.Tensor]:
+        if not part.with_state:
+            return [part.param.data]
+        state = self.optimizer.state.get(part.param, {})
+        return [part.param.data, *(v for v in state.values() if torch.is_tensor(v) and v.shape == part.param.shape)]
 
     def __enter__(self) -> FrozenSlices:
-        self.saved = [[t.index_select(dim, index).clone() for t in self._tensors(p)] for p, dim, index in self.slices]
+        self.saved = [[t.index_select(s.dim, s.index) for t in self._tensors(s)] for s in self.slices]  # copies
         return self
 
     def __exit__(self, *exc) -> None:
-        for (param, dim, index), saved in zip(self.slices, self.saved, strict=True):
-            tensors = self._tensors(param)
+        for part, saved in zip(self.slices, self.saved, strict=True):
+            tensors = self._tensors(part)
             if len(tensors) != len(saved):  # optimizer state created by this very step: start it at zero there
-                saved = saved + [torch.zeros_like(t.index_select(dim, index)) for t in tensors[len(saved):]]
+                saved = saved + [torch.zeros_like(t.index_select(part.dim, part.index)) for t in tensors[len(saved):]]
             for tensor, values in zip(tensors, saved, strict=True):
-                tensor.index_copy_(dim, index, values)
+                tensor.index_copy_(part.dim, part.index, values)

@@ -40,10 +40,10 @@ from . import sliced
 from .config import SharingConfig
 from .gates import Gates
 from .masks import Ticket, jaccard, overlap
+from .optim import FrozenSlice
 from .pruning import owned_slices
 
 PARTS = ("attn_heads", "ffn")
-Slices = list[tuple[nn.Parameter, int, torch.Tensor]]  # (parameter, dim, index) for optim.FrozenSlices
 
 
 class Sharing(nn.Module):
@@ -56,7 +56,7 @@ class Sharing(nn.Module):
     def __init__(self, use_sliced: bool = True):
         super().__init__()
         self.use_sliced = use_sliced
-        self._built: dict[str, tuple[bytes, sliced.SlicedTicket | Gates, Slices]] = {}
+        self._built: dict[str, tuple[bytes, sliced.SlicedTicket | Gates, list[FrozenSlice]]] = {}
 
     def ticket(self, task: str) -> Ticket | None:
         """The task's ticket now; None when it runs the whole encoder."""
@@ -77,9 +77,13 @@ class Sharing(nn.Module):
         """Binary and deterministic: the task's current ticket, sliced or gated."""
         return self._fixed(encoder, task)[0]
 
-    def frozen(self, encoder: nn.Module, task: str) -> Slices:
+    def frozen(self, encoder: nn.Module, task: str) -> list[FrozenSlice]:
         """The weight slices the task's removed units own, left untouched by its optimizer steps."""
         return self._fixed(encoder, task)[1]
+
+    def trained_units(self) -> Ticket | None:
+        """The units some task of the run trains, where that is fixed for the run; None: any unit may be."""
+        return None
 
     def penalty(self, task: str) -> torch.Tensor | None:
         return None
@@ -87,17 +91,27 @@ class Sharing(nn.Module):
     def report(self) -> dict | None:
         return None
 
-    def _fixed(self, encoder: nn.Module, task: str) -> tuple[sliced.SlicedTicket | Gates | None, Slices]:
+    def _fixed(self, encoder: nn.Module, task: str) -> tuple[sliced.SlicedTicket | Gates | None, list[FrozenSlice]]:
         ticket = self.ticket(task)  # this task's only: a training step asks at every step
         if ticket is None:
             return None, []
         key = ticket.attn_heads.tobytes() + ticket.ffn.tobytes()
         if task not in self._built or self._built[task][0] != key:
-            device = next(encoder.parameters()).device
-            slices = [(encoder.get_parameter(p), dim, torch.as_tensor(i, device=device))
-                      for p, dim, i in owned_slices(encoder, ticket.attn_heads, ticket.ffn)]
-            self._built[task] = (key, sliced.fixed(encoder, ticket, self.use_sliced), slices)
+            self._built[task] = (key, sliced.fixed(encoder, ticket, self.use_sliced), self._frozen_slices(encoder, ticket))
         return self._built[task][1:]
+
+    def _frozen_slices(self, encoder: nn.Module, ticket: Ticket) -> list[FrozenSlice]:
+        """The slices of the ticket's removed units: with their optimizer state where another task trains
+        them, the weights alone where no task does (`FrozenSlice.with_state`)."""
+        trained = self.trained_units()
+        if trained is None:
+            groups = [(ticket.attn_heads, ticket.ffn, True)]
+        else:  # owned_slices gives the slices of the units a mask does *not* keep
+            groups = [(ticket.attn_heads | ~trained.attn_heads, ticket.ffn | ~trained.ffn, True),
+                      (trained.attn_heads, trained.ffn, False)]
+        device = next(encoder.parameters()).device
+        return [FrozenSlice(encoder.get_parameter(name), dim, torch.as_tensor(index, device=device), with_state)
+                for heads, ffn, with_state in groups for name, dim, index in owned_slices(encoder, heads, ffn)]
 
 
 class FullSharing(Sharing):
@@ -116,6 +130,13 @@ class FixedTickets(Sharing):
 
     def tickets(self) -> dict[str, Ticket]:
         return dict(self._tickets)
+
+    def trained_units(self) -> Ticket | None:
+        """The units some ticket keeps (every task of the run has one); None for mixed FFN granularities."""
+        tickets = list(self._tickets.values())
+        if len({t.ffn.shape for t in tickets}) != 1:
+            return None
+        return Ticket(*(np.logical_or.reduce([getattr(t, p).astype(bool) for t in tickets]) for p in PARTS))
 
 
 class TaskScores(nn.Module):

@@ -3,6 +3,7 @@ a unit's gradient keeps favouring it (within about margin / lr steps at the defa
 budgets, can take units only other tasks' tickets keep, are binary and deterministic in evaluation,
 and a real run reports and plots what moved."""
 
+import dataclasses
 import json
 import math
 
@@ -16,7 +17,7 @@ from mtl_tickets.config import SharingConfig, TrainConfig
 from mtl_tickets.gates import Gates
 from mtl_tickets.masks import Ticket, TicketSet
 from mtl_tickets.model import MultiTaskModel
-from mtl_tickets.optim import build_optimizer
+from mtl_tickets.optim import FrozenSlices, build_optimizer
 from mtl_tickets.sharing import AdaptiveSharing, FixedTickets
 from mtl_tickets.sliced import SlicedTicket, through
 from mtl_tickets.train import train
@@ -152,13 +153,46 @@ def test_sharing_loss_pulls_a_tasks_scores_toward_the_others():
     assert AdaptiveSharing(tickets(), SharingConfig()).penalty("rte") is None  # off by default
 
 
-def test_fixed_tickets_freeze_what_they_remove():
+def test_fixed_tickets_freeze_what_they_remove_with_the_optimizer_state_only_where_another_task_trains_it():
     model = model_with(lambda t: FixedTickets(t))
     frozen = model.sharing.frozen(model.encoder, "rte")
+    rte, others = tickets()["rte"], [t for name, t in tickets().items() if name != "rte"]
     for layer in (0, 1):
-        ffn_in = [index for param, dim, index in frozen if param is model.encoder.encoder.layer[layer].intermediate.dense.weight]
-        assert ffn_in[0].tolist() == np.flatnonzero(~tickets()["rte"].ffn[layer]).tolist()
+        ffn_in = {s.with_state: s.index.tolist() for s in frozen
+                  if s.param is model.encoder.encoder.layer[layer].intermediate.dense.weight}
+        by_another = np.logical_or.reduce([t.ffn[layer] for t in others])
+        assert ffn_in[True] == np.flatnonzero(~rte.ffn[layer] & by_another).tolist()
+        assert ffn_in[False] == np.flatnonzero(~rte.ffn[layer] & ~by_another).tolist()  # no task trains these
     assert model.sharing.frozen(model.encoder, "rte") is frozen  # built once per ticket
+    adaptive = model_with(lambda t: AdaptiveSharing(t, SharingConfig()))
+    assert all(s.with_state for s in adaptive.sharing.frozen(adaptive.encoder, "rte"))  # its units move
+
+
+def test_freezing_only_the_weights_of_units_no_task_trains_is_exact():
+    """A single-task ticket run freezes its removed units' weights alone; three AdamW steps with weight
+    decay end bit for bit where freezing their optimizer state too ends, and that state stays zero."""
+    ticket = tickets()["rte"]
+    finals = {}
+    for with_state in (False, True):
+        model = MultiTaskModel(tiny_encoder(), registry.resolve(["rte"]), head_dropout=0.0)
+        model.sharing = FixedTickets({"rte": ticket})
+        frozen = [dataclasses.replace(s, with_state=with_state or s.with_state)
+                  for s in model.sharing.frozen(model.encoder, "rte")]
+        assert with_state or not any(s.with_state for s in frozen)
+        optimizer = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.1))
+        for step in range(3):
+            with through(model.encoder, model.sharing.train_gates(model.encoder, "rte", learn=False)):
+                model.loss(model(token_batch(), "rte"), torch.tensor([0, 1, step % 2]), "rte").backward()
+            with FrozenSlices(optimizer, frozen):
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        finals[with_state] = model.state_dict()
+        for s in frozen:
+            for moment in ("exp_avg", "exp_avg_sq"):
+                assert not optimizer.state[s.param][moment].index_select(s.dim, s.index).any()
+    assert all(torch.equal(finals[False][k], finals[True][k]) for k in finals[True])
+    pretrained = tiny_encoder().state_dict()
+    assert not all(torch.equal(finals[False][f"encoder.{k}"], v) for k, v in pretrained.items())  # kept units train
 
 
 @pytest.mark.slow
