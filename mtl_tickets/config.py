@@ -103,6 +103,9 @@ class TrainConfig:
     # torch.compile the model (forward and backward; nn.Module.compile, so checkpoints keep their names): meant
     # for GPUs, where fusing kernels pays; unmeasured there, so off (on a 2-core CPU the Trainer's compile was no faster).
     compile: bool = False
+    # glibc: serve large buffers from the heap and keep what is freed, instead of fresh pages from the OS at
+    # every step (about 10 % of a CPU step, speed.md); the process keeps its peak memory (allocator.py).
+    keep_freed_memory: bool = True
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
     checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, distributed, registry, rundir, sliced
+from . import allocator, checkpoint, distributed, registry, rundir, sliced
 from .build import build_model, build_sharing, run_tickets, trainable_specs
 from .config import Config, TrainConfig, save_config
 from .data import TaskData, TaskStream, load_task
@@ -100,6 +100,8 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
     """Fine-tune, evaluating on each task's dev sets; a finished run in the directory is returned as is,
     a run directory another process is training in is refused (rank 0 holds its lock)."""
     validate(cfg)
+    if cfg.train.keep_freed_memory:
+        allocator.keep_freed_memory()
     world = distributed.init()
     out = rundir.prepare(cfg)
     finished = rundir.finished_results(out)
