@@ -51,11 +51,13 @@ On 2 CPU cores, measured at 10 epochs: the full model's single-task runs take 52
 355 (MRPC), 250 (STS-B) and 470 (RTE), 29 minutes for the five. A ticket run is assumed to cost three
 quarters of its full run where sentences are long (sliced training keeps 50-90 % of the units; MRPC's
 sweep measured the gain), but on CoLA, whose sentences are short, it measured 1.8 times it (0.27 against
-0.15 s a step; not profiled yet, likely the kept weights gathered at every step outweighing the compute
-saved on short batches). From the sweeps on, v2 is then about 23 CPU hours, ten sessions: the dev-selected
+0.15 s a step). From the sweeps on, v2 was then about 23 CPU hours, ten sessions: the dev-selected
 sweeps 10.4 hours (per task 6 full and 16 ticket runs; CoLA's alone 4.3), the held-out-selected sweeps
 6.9, Tickets-Share and MT-DNN at seeds 2-6 4.5 (a joint run about as long as the five single-task runs)
-and the paper-shaped sweep on MRPC 1.3. Cut, as no claim reads them: the random and losing controls of the
+and the paper-shaped sweep on MRPC 1.3. Two exact speed-ups then cut it to about 20 hours (speed.md):
+a single-task ticket run freezes its removed units' weights alone, not their Adam moments (CoLA's
+ticket runs now take 0.20 s a step, 1.35 times the full run's), and `train.keep_freed_memory` makes every
+step 6-13 % faster. Cut, as no claim reads them: the random and losing controls of the
 held-out and paper-shaped sweeps (claim (c) reads the dev-selected sweeps' controls; 2.5 hours), and
 adaptive sharing and its controls (`--no-adaptive`; issue #13 ran them at v1's recipe).
 """
