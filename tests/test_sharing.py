@@ -169,25 +169,28 @@ def test_fixed_tickets_freeze_what_they_remove_with_the_optimizer_state_only_whe
 
 
 def test_freezing_only_the_weights_of_units_no_task_trains_is_exact():
-    """A single-task ticket run freezes its removed units' weights alone; three AdamW steps with weight
-    decay end bit for bit where freezing their optimizer state too ends, and that state stays zero."""
-    ticket = tickets()["rte"]
+    """Units no task's ticket keeps are frozen by their weights alone; AdamW steps with weight decay,
+    alternating two tasks, end bit for bit where freezing their optimizer state too ends, and that state
+    stays zero (units one task removes and the other trains keep their state frozen as before)."""
+    both = {t: tickets()[t] for t in ("rte", "mrpc")}
     finals = {}
     for with_state in (False, True):
-        model = MultiTaskModel(tiny_encoder(), registry.resolve(["rte"]), head_dropout=0.0)
-        model.sharing = FixedTickets({"rte": ticket})
-        frozen = [dataclasses.replace(s, with_state=with_state or s.with_state)
-                  for s in model.sharing.frozen(model.encoder, "rte")]
-        assert with_state or not any(s.with_state for s in frozen)
+        model = MultiTaskModel(tiny_encoder(), registry.resolve(list(both)), head_dropout=0.0)
+        model.sharing = FixedTickets(both)
+        frozen = {t: [dataclasses.replace(s, with_state=with_state or s.with_state)
+                      for s in model.sharing.frozen(model.encoder, t)] for t in both}
+        assert with_state or {s.with_state for s in frozen["rte"]} == {True, False}
         optimizer = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.1))
-        for step in range(3):
-            with through(model.encoder, model.sharing.train_gates(model.encoder, "rte", learn=False)):
-                model.loss(model(token_batch(), "rte"), torch.tensor([0, 1, step % 2]), "rte").backward()
-            with FrozenSlices(optimizer, frozen):
+        for step in range(4):
+            task = ("rte", "mrpc")[step % 2]
+            with through(model.encoder, model.sharing.train_gates(model.encoder, task, learn=False)):
+                model.loss(model(token_batch(), task), torch.tensor([0, 1, step % 2]), task).backward()
+            with FrozenSlices(optimizer, frozen[task]):
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         finals[with_state] = model.state_dict()
-        for s in frozen:
+        untrained = [s for s in model.sharing.frozen(model.encoder, "rte") if not s.with_state]  # no task keeps them
+        for s in untrained:
             for moment in ("exp_avg", "exp_avg_sq"):
                 assert not optimizer.state[s.param][moment].index_select(s.dim, s.index).any()
     assert all(torch.equal(finals[False][k], finals[True][k]) for k in finals[True])
