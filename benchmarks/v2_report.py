@@ -53,8 +53,9 @@ def main() -> None:
 
 
 def stage_commands(grid: Path) -> dict[str, str]:
-    """Each stage's last command line, as the grid started it, and under "grid" the grid's own last call."""
-    commands = {}
+    """Each stage's last command line, as the grid started it; under "grid" the grid's own last call and
+    under "calls" how many calls there were."""
+    commands, calls = {}, 0
     if (grid / "grid.jsonl").is_file():
         for line in (grid / "grid.jsonl").open():
             event = json.loads(line)
@@ -62,12 +63,14 @@ def stage_commands(grid: Path) -> dict[str, str]:
                 commands[event["stage"]] = event["command"].removeprefix("-m mtl_tickets.cli ")
             elif event["event"] == "start" and "argv" in event:
                 commands["grid"] = " ".join(["python", *event["argv"]])
-    return commands
+                calls += 1
+    return {**commands, "calls": str(calls)}
 
 
 def header(title: str, commands: dict[str, str], stages: list[str]) -> list[str]:
     ran = [f"- {s}: `{commands[s]}`" for s in stages if s in commands] or ["- (none started yet)"]
-    made = [f"Made by `{commands['grid']}` (the last call; a call continues where the committed grid stopped).", ""
+    made = [f"Made by {commands['calls']} calls of the protocol grid, each continuing where the committed grid "
+            f"stopped (every call's arguments are in v2_grid/grid.jsonl); the last: `{commands['grid']}`.", ""
             ] if "grid" in commands else []
     return [f"# {title} ({V2})", "", *made, f"Protocol: {V2} (../shared/PROTOCOL.md). "
             "Commands (`mtl-tickets ...`), as the protocol grid ran them:", "", *ran, ""]
