@@ -69,8 +69,9 @@ def stage_commands(grid: Path) -> dict[str, str]:
 
 def header(title: str, commands: dict[str, str], stages: list[str]) -> list[str]:
     ran = [f"- {s}: `{commands[s]}`" for s in stages if s in commands] or ["- (none started yet)"]
-    made = [f"Made by {commands['calls']} calls of the protocol grid, each continuing where the committed grid "
-            f"stopped (every call's arguments are in v2_grid/grid.jsonl); the last: `{commands['grid']}`.", ""
+    calls = "1 call" if commands["calls"] == "1" else f"{commands['calls']} calls"
+    made = [f"Made by {calls} of the protocol grid, each continuing where the committed grid stopped (every "
+            f"call's arguments are in v2_grid/grid.jsonl); the last: `{commands['grid']}`.", ""
             ] if "grid" in commands else []
     return [f"# {title} ({V2})", "", *made, f"Protocol: {V2} (../shared/PROTOCOL.md). "
             "Commands (`mtl-tickets ...`), as the protocol grid ran them:", "", *ran, ""]

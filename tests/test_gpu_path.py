@@ -182,7 +182,7 @@ def test_protocol_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_
     assert all(f"| {e} | 0.0001 | rte |" in convergence for e in (3, 6, 10)) and f"| {recipe['epochs']} | 5e-05 | rte |" in convergence
     assert f"**Recipe for every later v2 run: {recipe['epochs']} epochs, lr {recipe['lr']:g}**" in convergence
     assert "- v2-budget-e3: `compare --config configs/compare_mini_glue.yaml" in convergence
-    assert "Made by `python benchmarks/protocol_grid.py" in convergence
+    assert "Made by 1 call of the protocol grid" in convergence and "the last: `python benchmarks/protocol_grid.py" in convergence
     assert "GLUE average (best epoch per task, mean ± std over seeds) by budget at lr 1e-4: 3 epochs " in convergence
     assert "The rule's bar, 10 epochs' mean less half its seed-std: " in convergence
     assert f"): **{recipe['epochs']} epochs**." in convergence
