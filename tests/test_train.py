@@ -1,6 +1,8 @@
 """The training recipe on a tiny random encoder and real GLUE slices."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from mtl_tickets import checkpoint, registry
 from mtl_tickets.config import TrainConfig, load_config
 from mtl_tickets.registry import TaskSpec, TsvSource
 from mtl_tickets.schema import ConfigError
-from mtl_tickets.train import Plan, bf16_autocast, format_results, train
+from mtl_tickets.train import Plan, TrainingInterrupted, bf16_autocast, format_results, save_checkpoint, train
 
 
 def tiny_config(tiny_model_dir, glue_slice, out, *extra):
@@ -136,21 +138,15 @@ def test_a_stop_signal_during_the_last_step_keeps_the_finished_run_and_still_sto
                                                                                  monkeypatch):
     """SIGTERM arriving after the last step's stop check (here, while its checkpoint is saved) is not lost:
     the run is finished and kept, and the command stops instead of starting its next run."""
-    import os
-    import signal
-
-    from mtl_tickets import train as train_module
-
-    save = train_module.save_checkpoint
 
     def save_then_signal(s):
-        save(s)
+        save_checkpoint(s)
         if s.state.step == s.plan.last_step:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_signal)
+    monkeypatch.setattr("mtl_tickets.train.save_checkpoint", save_then_signal)
     cfg = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]", "train.max_steps=2")
-    with pytest.raises(train_module.TrainingInterrupted, match="stopped after finishing the run"):
+    with pytest.raises(TrainingInterrupted, match="stopped after finishing the run"):
         train(cfg, progress=False)
     monkeypatch.undo()
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 2
