@@ -92,6 +92,9 @@ class TrainConfig:
     # Run a fixed ticket (`sharing: tickets`, the ticket sweep's runs, evaluation) with only its kept
     # units' weight slices, so a step costs what the ticket keeps; false: gates multiply, nothing skipped.
     sliced: bool = True
+    # A run of one task through a fixed, sliced ticket trains a physically pruned copy of the encoder, its
+    # slices written back at every save (pruned_copy.py): no per-step gathers and scatters; false: sliced.
+    pruned_copy: bool = True
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop, or skip that update
     bf16: bool = True  # bf16 autocast on a GPU
     # bf16 autocast on a CPU with native bf16 instructions (avx512_bf16 or AMX), ignored on others (emulated

@@ -56,6 +56,7 @@ class Sharing(nn.Module):
     def __init__(self, use_sliced: bool = True):
         super().__init__()
         self.use_sliced = use_sliced
+        self.encoder_is_ticket = False  # set while a pruned working copy (pruned_copy.py) is the encoder: run it whole
         self._built: dict[str, tuple[bytes, sliced.SlicedTicket | Gates, list[FrozenSlice]]] = {}
 
     def ticket(self, task: str) -> Ticket | None:
@@ -93,7 +94,7 @@ class Sharing(nn.Module):
 
     def _fixed(self, encoder: nn.Module, task: str) -> tuple[sliced.SlicedTicket | Gates | None, list[FrozenSlice]]:
         ticket = self.ticket(task)  # this task's only: a training step asks at every step
-        if ticket is None:
+        if ticket is None or self.encoder_is_ticket:
             return None, []
         key = ticket.attn_heads.tobytes() + ticket.ffn.tobytes()
         if task not in self._built or self._built[task][0] != key:

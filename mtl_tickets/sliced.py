@@ -41,14 +41,24 @@ from .pruning import owned_slices
 class Slice:
     """The part of one Linear a ticket keeps: rows (dim 0) or columns (dim 1) `index` of its weight.
 
-    `silent` marks a placeholder unit (a layer that kept none): its weight slice is multiplied by zero,
-    and with `drop_bias` its bias too (a removed whole FFN layer).
+    `placeholder` marks a slice holding only a placeholder unit (its layer kept no head, or no FFN unit);
+    `silent` the one that silences it: its weight slice is multiplied by zero, and with `drop_bias` its
+    bias too (a removed whole FFN layer).
     """
 
     dim: int
     index: torch.Tensor  # (k,) long, on the model's device
     silent: bool = False
     drop_bias: bool = False
+    placeholder: bool = False
+
+    def silence(self, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A placeholder unit's zero output and zero gradient, as a zero gate gives."""
+        if self.silent:
+            weight = weight * 0
+        if bias is not None and self.drop_bias:
+            bias = bias * 0
+        return weight, bias
 
 
 @dataclass(frozen=True)
@@ -70,12 +80,13 @@ class SlicedTicket:
                 continue  # a bias follows its weight
             number, _, in_layer = module.removeprefix(paths.layers + ".").partition(".")  # "3", "output.dense"
             layer = int(number)
-            silent = ((in_layer == paths.attn_out and silent_heads[layer])
-                      or (in_layer == paths.ffn_out and silent_ffn[layer]))
+            in_attention = in_layer in (paths.query, paths.key, paths.value, paths.attn_out)
+            placeholder = bool(silent_heads[layer] if in_attention else silent_ffn[layer])
+            silent = placeholder and in_layer in (paths.attn_out, paths.ffn_out)
             if index.size == encoder.get_parameter(name).shape[dim] and not silent:
                 continue  # a fully kept Linear runs as it is
             drop_bias = silent and in_layer == paths.ffn_out and ticket.granularity == "layer"
-            slices[module] = Slice(dim, torch.as_tensor(index, device=device), silent, drop_bias)
+            slices[module] = Slice(dim, torch.as_tensor(index, device=device), silent, drop_bias, placeholder)
         return cls(slices)
 
 
@@ -112,11 +123,7 @@ class SlicedLinear(nn.Module):
         bias = self.bias
         if bias is not None and part.dim == 0:
             bias = bias.index_select(0, part.index)
-        if part.silent:
-            weight = weight * 0  # a placeholder unit: zero output, zero gradient, as a zero gate
-        if bias is not None and part.drop_bias:
-            bias = bias * 0
-        return weight, bias
+        return part.silence(weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
@@ -126,7 +133,7 @@ class SlicedLinear(nn.Module):
         return F.linear(x, *self._gathered)
 
 
-def _swap(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
+def swap_module(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
     """Put `module` at `path` in `root`; return what was there."""
     parent, _, name = path.rpartition(".")
     owner = root.get_submodule(parent) if parent else root
@@ -142,11 +149,11 @@ def applied(encoder: nn.Module, ticket: SlicedTicket) -> Iterator[None]:
     swapped: dict[str, nn.Module] = {}
     try:
         for path, part in ticket.slices.items():
-            swapped[path] = _swap(encoder, path, SlicedLinear(encoder.get_submodule(path), part))
+            swapped[path] = swap_module(encoder, path, SlicedLinear(encoder.get_submodule(path), part))
         yield
     finally:
         for path, original in swapped.items():
-            _swap(encoder, path, original)
+            swap_module(encoder, path, original)
 
 
 def fixed(encoder: nn.Module, ticket: Ticket, sliced: bool = True) -> SlicedTicket | gating.Gates:

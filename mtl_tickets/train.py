@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import allocator, checkpoint, distributed, registry, rundir, sliced
+from . import allocator, checkpoint, distributed, pruned_copy, registry, rundir, sliced
 from .build import build_model, build_sharing, run_tickets, trainable_specs
 from .config import Config, TrainConfig, save_config
 from .data import TaskData, TaskStream, load_task
@@ -94,6 +94,11 @@ class Session:
     sampler: TaskSampler
     state: checkpoint.TrainState
     loggers: Loggers
+    copy: pruned_copy.WorkingCopy | None  # a single-task ticket run's pruned encoder (pruned_copy.py)
+
+    def full_shape(self) -> contextlib.AbstractContextManager:
+        """Model and optimizer as full-size ones, to save them (a no-op without a working copy)."""
+        return pruned_copy.full_shape(self.copy, self.optimizer)
 
 
 def train(cfg: Config, progress: bool = True) -> RunResult:
@@ -165,6 +170,7 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     if world.is_main:
         checkpoint.check_free_space(out, model)
     build_sharing(cfg, model, run_tickets(cfg, model, out if world.is_main else None))
+    copy = pruned_copy.for_run(model, cfg)  # before the optimizer, which then steps only what the ticket keeps
     streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
     names = list(streams)
     plan = Plan.of({name: len(s) for name, s in streams.items()}, cfg)
@@ -172,9 +178,10 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.train.warmup)
     context = SamplerContext(names, [len(streams[n]) for n in names], cfg.train.epochs)
     sampler = build_sampler(cfg.train.sampler, context, cfg.train.sampler_options)
-    state = resume_or_start(out, model, optimizer, scheduler, streams, sampler)
+    with pruned_copy.full_shape(copy, optimizer):
+        state = resume_or_start(out, model, optimizer, scheduler, streams, sampler)
     loggers = Loggers(TensorBoardLogger(out / "tensorboard"), JsonlLogger(out / "metrics.jsonl")) if world.is_main else Loggers()
-    return Session(cfg, world, out, data, model, streams, plan, optimizer, scheduler, sampler, state, loggers)
+    return Session(cfg, world, out, data, model, streams, plan, optimizer, scheduler, sampler, state, loggers, copy)
 
 
 def train_step(s: Session, task: str) -> float:
@@ -261,7 +268,8 @@ def evaluate_and_keep_best(s: Session) -> None:
         state.best_score, state.best_step = score, state.step
         if s.world.is_main and s.cfg.train.save_best:
             (s.out / "best").mkdir(exist_ok=True)
-            checkpoint.save_weights(s.model, s.out / "best" / "model.safetensors")
+            with s.full_shape():
+                checkpoint.save_weights(s.model, s.out / "best" / "model.safetensors")
             checkpoint.atomic_write_text(s.out / "best" / "eval.json", json.dumps(record, indent=2))
 
 
@@ -302,7 +310,8 @@ def save_checkpoint(s: Session) -> None:
     s.state.cursors = {name: list(stream.cursor) for name, stream in s.streams.items()}
     s.state.sampler = s.sampler.state_dict()
     if s.world.is_main:
-        checkpoint.save(s.out / "checkpoints", s.model, s.optimizer, s.scheduler, s.state)
+        with s.full_shape():
+            checkpoint.save(s.out / "checkpoints", s.model, s.optimizer, s.scheduler, s.state)
 
 
 def resume_or_start(out: Path, model, optimizer, scheduler, streams: dict[str, TaskStream], sampler) -> checkpoint.TrainState:
