@@ -63,7 +63,7 @@ def build_sharing(cfg: Config, model: MultiTaskModel, tickets: dict[str, Ticket]
     if cfg.sharing == "full":
         sharing = FullSharing()
     elif cfg.sharing == "tickets":
-        sharing = FixedTickets(tickets, cfg.train.sliced)
+        sharing = FixedTickets(tickets, cfg.train.sliced, tasks=list(model.specs))
     else:
         sharing = AdaptiveSharing(tickets, cfg.adaptive, cfg.train.sliced)
     model.sharing = sharing.to(next(model.parameters()).device)

@@ -120,11 +120,13 @@ class FullSharing(Sharing):
 
 
 class FixedTickets(Sharing):
-    """`sharing: tickets`: each task through its fixed ticket."""
+    """`sharing: tickets`: each task through its fixed ticket. `tasks`: the run's tasks (default: those
+    with a ticket); one without a ticket runs, and trains, the whole encoder."""
 
-    def __init__(self, tickets: dict[str, Ticket], use_sliced: bool = True):
+    def __init__(self, tickets: dict[str, Ticket], use_sliced: bool = True, tasks: list[str] | None = None):
         super().__init__(use_sliced)
         self._tickets = dict(tickets)
+        self.tasks = list(tasks) if tasks is not None else list(tickets)
 
     def ticket(self, task: str) -> Ticket | None:
         return self._tickets.get(task)
@@ -133,9 +135,9 @@ class FixedTickets(Sharing):
         return dict(self._tickets)
 
     def trained_units(self) -> Ticket | None:
-        """The units some ticket keeps (every task of the run has one); None for mixed FFN granularities."""
+        """The units some task's ticket keeps; None (any unit) where a task has none, or for mixed FFN granularities."""
         tickets = list(self._tickets.values())
-        if len({t.ffn.shape for t in tickets}) != 1:
+        if any(task not in self._tickets for task in self.tasks) or len({t.ffn.shape for t in tickets}) != 1:
             return None
         return Ticket(*(np.logical_or.reduce([getattr(t, p).astype(bool) for t in tickets]) for p in PARTS))
 

@@ -164,6 +164,8 @@ def test_fixed_tickets_freeze_what_they_remove_with_the_optimizer_state_only_whe
         assert ffn_in[True] == np.flatnonzero(~rte.ffn[layer] & by_another).tolist()
         assert ffn_in[False] == np.flatnonzero(~rte.ffn[layer] & ~by_another).tolist()  # no task trains these
     assert model.sharing.frozen(model.encoder, "rte") is frozen  # built once per ticket
+    model.sharing = FixedTickets({"rte": rte}, tasks=["rte", "stsb"])  # stsb has no ticket: it trains every unit
+    assert all(s.with_state for s in model.sharing.frozen(model.encoder, "rte"))
     adaptive = model_with(lambda t: AdaptiveSharing(t, SharingConfig()))
     assert all(s.with_state for s in adaptive.sharing.frozen(adaptive.encoder, "rte"))  # its units move
 
