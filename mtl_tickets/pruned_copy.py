@@ -23,6 +23,7 @@ full-size encoder keeps its removed units as they were, as `FrozenSlices` does.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ from .config import Config
 from .model import MultiTaskModel
 from .sharing import FixedTickets
 from .sliced import Slice, SlicedTicket, swap_module
+
+log = logging.getLogger(__name__)
 
 
 class PrunedLinear(nn.Module):
@@ -147,7 +150,11 @@ def for_run(model: MultiTaskModel, cfg: Config) -> WorkingCopy | None:
     plan = sharing.eval_gates(model.encoder, next(iter(model.specs)))
     if not isinstance(plan, SlicedTicket) or not plan.slices:
         return None
-    return WorkingCopy(model, plan)
+    full = sum(p.numel() for p in model.encoder.parameters())
+    copy = WorkingCopy(model, plan)
+    log.info("training a pruned working copy of the encoder: %.1fM of its %.1fM weights",
+             sum(p.numel() for p in model.encoder.parameters()) / 1e6, full / 1e6)
+    return copy
 
 
 def full_shape(copy: WorkingCopy | None, optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager:
