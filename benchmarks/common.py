@@ -62,11 +62,11 @@ LIGHT = ("results.json", "config.yaml", "tickets.json", "learned_tickets.json", 
 
 def mirror(src: Path, dst: Path) -> None:
     """Copy what the next session needs to skip finished work from src to dst: the light files of
-    finished runs (not their weights), importance scores, ticket files (also the fixed tickets a
-    compare contender draws per seed, tickets-s<seed>.json), curves and tables."""
+    finished runs (not their weights), importance scores, ticket files (a sweep's super tickets at any
+    depth, the fixed tickets a compare contender draws per seed, tickets-s<seed>.json), curves and tables."""
     for path in src.rglob("*"):
         finished_run = path.name in LIGHT and (path.parent / "results.json").is_file()
-        super_tickets = path.name == "tickets.json" and path.parent == src
+        super_tickets = path.name == "tickets.json" and not (path.parent / "config.yaml").exists()  # not a run's copy
         keep = (finished_run or super_tickets or path.name == "scores.json" or path.parent.name == "tickets"
                 or path.match("tickets-s*.json") or path.suffix in (".csv", ".png", ".md"))
         if path.is_file() and keep and "checkpoints" not in path.parts and "tensorboard" not in path.parts:

@@ -195,6 +195,28 @@ def test_protocol_grid_runs_step_one_and_returns_its_cells_under_out(tiny_model_
     assert "tickets.select_on=heldout" in held and "--ffn-granularity layer" in paper
 
 
+@pytest.mark.slow  # a subprocess that imports torch
+def test_the_grid_brings_back_finished_runs_and_each_sweeps_super_tickets_but_no_weights(tmp_path):
+    """What `--out` gets (benchmarks/common.py's mirror): a sweep's ticket set at any depth (v2_report reads
+    runs/v2/sweep-dev/<task>/tickets.json), a finished run's light files, nothing of an unfinished run."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    sweep = runs / "v2" / "sweep-dev" / "rte"
+    finished, unfinished = sweep / "rte" / "full-s1", sweep / "rte" / "winning-0.1-s1"
+    files = {sweep / "tickets.json": "{}", sweep / "rte_curve.csv": "kind", finished / "config.yaml": "tasks: [rte]",
+             finished / "tickets.json": "{}", finished / "results.json": "{}", finished / "best" / "model.safetensors": "w",
+             unfinished / "config.yaml": "tasks: [rte]", unfinished / "tickets.json": "{}",
+             unfinished / "checkpoints" / "latest": "step-0000002"}
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    done = run_python("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from common import mirror; "
+                      "mirror(Path(sys.argv[1]), Path(sys.argv[2]))", str(runs), str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    back = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert back == {"v2/sweep-dev/rte/tickets.json", "v2/sweep-dev/rte/rte_curve.csv", "v2/sweep-dev/rte/rte/full-s1/config.yaml",
+                    "v2/sweep-dev/rte/rte/full-s1/tickets.json", "v2/sweep-dev/rte/rte/full-s1/results.json"}
+
+
 SWEEP_COMMANDS = """
 import json, sys
 from pathlib import Path
