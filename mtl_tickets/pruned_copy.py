@@ -46,14 +46,19 @@ class PrunedLinear(nn.Module):
     def __init__(self, linear: nn.Linear, part: Slice):
         super().__init__()
         self.part = part
-        self.weight = nn.Parameter(linear.weight.detach().index_select(part.dim, part.index))
+        self.weight = _copy(linear.weight, part.dim, part.index)
         if linear.bias is not None and part.dim == 0:
-            self.bias = nn.Parameter(linear.bias.detach().index_select(0, part.index))
+            self.bias = _copy(linear.bias, 0, part.index)
         else:
             self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, *self.part.silence(self.weight, self.bias))
+
+
+def _copy(param: nn.Parameter, dim: int, index: torch.Tensor) -> nn.Parameter:
+    """A parameter of its own holding `param`'s slice, trainable where `param` is."""
+    return nn.Parameter(param.detach().index_select(dim, index), requires_grad=param.requires_grad)
 
 
 @dataclass
