@@ -57,12 +57,14 @@ sweeps 10.4 hours (per task 6 full and 16 ticket runs; CoLA's alone 4.3), the he
 and the paper-shaped sweep on MRPC 1.3. Two exact speed-ups then cut it to about 20 hours (speed.md):
 a single-task ticket run freezes its removed units' weights alone, not their Adam moments (CoLA's
 ticket runs now take 0.20 s a step, 1.35 times the full run's), and `train.keep_freed_memory` makes every
-step 6-13 % faster. Then a single-task ticket run trained a pruned working copy (`train.pruned_copy`):
-its CoLA step 1.7 times faster than the sliced one, 0.8-0.85 of the full model's (speed.md). With CoLA's
-dev sweep nearly done, the rest came to about 18 hours: the other four dev sweeps 6.2 (6 full runs and 16
-ticket runs at about 0.75 of a full run each), the held-out sweeps 6.1 (on 90 % of train, 6 full and 10
-ticket runs a task), Tickets-Share and MT-DNN 4.5 (joint runs stay sliced) and the MRPC paper-shaped
-sweep 1.1. Cut, as no claim reads them: the random and losing controls of the
+step 6-13 % faster. Ticket runs were still slower than full ones (SST-2's 0.25-0.30 s a step against
+0.16): oneDNN's kernel cache thrashed on their many matmul shapes. With a larger cache (kernel_cache.py)
+and a single-task ticket trained as a pruned working copy (`train.pruned_copy`), a ticket step is
+1.05-1.14 times faster than the full model's (speed.md). With CoLA's dev sweep done, the rest came to
+about 18 hours: the other four dev sweeps 6.4 (6 full runs and 16 ticket runs at about 0.9 of a full run
+each), the held-out sweeps 6.6 (on 90 % of train, 6 full and 10 ticket runs a task), Tickets-Share and
+MT-DNN about 4 (joint runs stay sliced; the cache helps them too) and the MRPC paper-shaped sweep 1.2.
+Cut, as no claim reads them: the random and losing controls of the
 held-out and paper-shaped sweeps (claim (c) reads the dev-selected sweeps' controls; 2.5 hours), and
 adaptive sharing and its controls (`--no-adaptive`; issue #13 ran them at v1's recipe).
 """

@@ -20,6 +20,10 @@ from __future__ import annotations
 import importlib
 from importlib import metadata
 
+from . import kernel_cache
+
+kernel_cache.enlarge()  # before torch builds its first oneDNN kernel (kernel_cache.py)
+
 try:
     __version__ = metadata.version("mtl-tickets")
 except metadata.PackageNotFoundError:  # a source checkout that was never installed
