@@ -196,7 +196,7 @@ def comparison(grid: Path, commands: dict[str, str]) -> list[str]:
 
 
 def claims(grid: Path) -> list[str]:
-    lines = [f"# Issue #15's claims ({V2})", "",
+    lines = [f"# Issue #15's claims ({V2})", "", "Protocol: mini-GLUE v2 (../shared/PROTOCOL.md), read from the grid's committed runs.", "",
              "Each line: the mean difference, its 95 % t interval, n and what n counts. A difference is called one only",
              "when the interval excludes 0. Seeds 2-6 are paired by seed (same data order and head initialisation);",
              "where n counts tasks, the interval reads the spread over tasks (task differences and seed noise together).",
