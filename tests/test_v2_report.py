@@ -92,6 +92,14 @@ def test_an_unfinished_grid_claims_nothing_and_says_how_to_continue(tmp_path):
     write_sweeps(grid, "dev", tasks=("rte",))
     files = report(grid, tmp_path / "out")
     assert "rte: best winning ticket" in files["v2_claims"] and "GLUE average" not in files["v2_claims"]
-    assert "(b)" not in files["v2_claims"] and "(d)" not in files["v2_claims"]
+    assert "(b)" not in files["v2_claims"] and "(c)" not in files["v2_claims"] and "(d)" not in files["v2_claims"]
     assert "Not finished yet" in files["v2_convergence"] and "Not finished yet" in files["v2_comparison"]
     assert "### rte (m)" in files["v2_phase_transition"] and "Super ticket: **winning at sparsity 0.1**" in files["v2_phase_transition"]
+
+
+@pytest.mark.slow
+def test_claim_c_is_read_over_the_finished_tasks_and_names_them(tmp_path):
+    grid = tmp_path / "grid"
+    write_sweeps(grid, "dev", tasks=("cola", "rte"))
+    claims = report(grid, tmp_path / "out")["v2_claims"]
+    assert "| (c) winning > losing | seed-1 dev, winning minus losing at 0.5 (2 of 5 tasks: cola, rte) | 2 tasks | +2.50 |" in claims
