@@ -29,9 +29,10 @@ import torch
 
 from common import default_model_and_ticket, write_result
 
+from mtl_tickets import kernel_cache
+
 SPARSITIES = (0.3, 0.5)
 CACHES = {"default": "1024", "package": None}  # None: what importing mtl_tickets sets
-VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 def child(task: str, glue_dir: str, warmup: int, steps: int, work: Path) -> dict:
@@ -62,7 +63,7 @@ def child(task: str, glue_dir: str, warmup: int, steps: int, work: Path) -> dict
         losses += [train_step(session, task) for _ in range(steps)]
         out[name] = {"s_per_step": (time.perf_counter() - start) / steps, "losses": losses}
         del session
-    return {"capacity": os.environ.get(VARIABLE), "sessions": out}
+    return {"capacity": os.environ.get(kernel_cache.VARIABLE), "sessions": out}
 
 
 def main() -> None:
@@ -82,7 +83,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for repeat in range(args.repeats):
             for cache, capacity in CACHES.items():
-                env = {k: v for k, v in os.environ.items() if k != VARIABLE} | ({VARIABLE: capacity} if capacity else {})
+                env = {k: v for k, v in os.environ.items() if k not in kernel_cache.NAMES} | (
+                    {kernel_cache.VARIABLE: capacity} if capacity else {})
                 done = subprocess.run([sys.executable, __file__, "--child", "--glue-dir", args.glue_dir, "--task", args.task,
                                        "--warmup", str(args.warmup), "--steps", str(args.steps), "--work", f"{work}/{repeat}-{cache}"],
                                       capture_output=True, text=True, check=True, env=env)

@@ -15,10 +15,11 @@ import os
 
 CAPACITY = 16_384
 VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+NAMES = (VARIABLE, "DNNL_PRIMITIVE_CACHE_CAPACITY")  # oneDNN reads either (the second is its older name)
 
 
 def enlarge() -> None:
     """Ask for `CAPACITY` primitives unless the environment names a capacity (no effect once oneDNN
     has built a primitive in this process)."""
-    if VARIABLE not in os.environ and "DNNL_PRIMITIVE_CACHE_CAPACITY" not in os.environ:
+    if not any(name in os.environ for name in NAMES):
         os.environ[VARIABLE] = str(CAPACITY)

@@ -32,7 +32,7 @@ for rep in range(2):
 
 
 def run(code: str, *args: str, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k not in (kernel_cache.VARIABLE, "DNNL_PRIMITIVE_CACHE_CAPACITY")}
+    environ = {k: v for k, v in os.environ.items() if k not in kernel_cache.NAMES}
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
                           env={**environ, "OMP_NUM_THREADS": "1", **env})
     assert done.returncode == 0, done.stderr[-2000:]
