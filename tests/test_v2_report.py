@@ -74,6 +74,8 @@ def test_the_report_reads_every_claim_with_paired_statistics(tmp_path):
     per_task = PairedDifference.of([71, 73, 75, 77, 79], [70, 71, 72, 73, 74])
     assert f"| (a) super ticket > full | rte: best winning ticket (0.1) minus full | 5 seeds | +3.00 | {verdict(per_task)} |" in claims
     assert "| (a) super ticket > full | GLUE average, the best winning tickets minus the full models | 5 seeds | +3.00 |" in claims
+    # in full: rte's winning 0.1 at 80 + 4 + 1 - 0.1 on seed 1; seeds 2-6 75, 77, ..., 83 against 74, ..., 78
+    assert f"| rte (m) | 10 % | 84.90 / 84.00 | 79.00 ± 3.16 | 76.00 ± 1.58 | {' | '.join(per_task.cells())} |" in claims
     assert verdict(PairedDifference.of(shared, mtdnn)) in claims.split("(b) Tickets-Share > MT-DNN")[1].splitlines()[0]
     # winning at 0.3 is 1 - 0.3 above the full model, random 3 below it, on every task: no spread, no interval
     assert "| (c) winning > random | seed-1 dev, winning minus random at 0.3 | 5 tasks | +3.70 | no detectable difference " \
