@@ -52,8 +52,11 @@ class _Accumulator:
                                          dtype=torch.float64)}
 
     def __call__(self, kind: str, layer: int, gated: torch.Tensor) -> None:
+        output = gated.detach()  # not `gated` itself: a hook that holds its own tensor is a cycle through
+        # autograd's C++ graph that Python's collector cannot see, and every activation it holds would leak
+
         def on_grad(grad: torch.Tensor) -> None:
-            product = (grad * gated).detach().double()
+            product = (grad * output).double()
             if kind == "attn_heads":
                 per_token = product.sum(-1)  # (B, T, H, d) -> (B, T, H)
             elif self.batch["ffn"].dim() == 2:

@@ -1,5 +1,7 @@
 """Importance scores: the per-token form against a direct computation, and the gate gradient."""
 
+import gc
+
 import numpy as np
 import torch
 
@@ -79,3 +81,16 @@ def test_legacy_cumulative_weights_early_batches_more():
                              progress=False).attn_heads for i in range(3)]
     np.testing.assert_allclose(clean.attn_heads, sum(per_batch) / 3, rtol=1e-5)
     np.testing.assert_allclose(legacy.attn_heads, (3 * per_batch[0] + 2 * per_batch[1] + per_batch[2]) / 3, rtol=1e-5)
+
+
+def live_tensors() -> int:
+    gc.collect()
+    return sum(issubclass(type(o), torch.Tensor) for o in gc.get_objects())
+
+
+def test_scoring_leaves_no_activation_behind():
+    """A sweep scores in the process that then trains every cell: what scoring held must go with it."""
+    model, data, _ = setup()
+    before = live_tensors()
+    score_units(model, "rte", data, batch_size=4, progress=False)
+    assert live_tensors() == before
