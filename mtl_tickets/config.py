@@ -107,7 +107,7 @@ class TrainConfig:
     # for GPUs, where fusing kernels pays; unmeasured there, so off (on a 2-core CPU the Trainer's compile was no faster).
     compile: bool = False
     # glibc: serve large buffers from the heap and keep what is freed, instead of fresh pages from the OS at
-    # every step (about 10 % of a CPU step, speed.md); the process keeps its peak memory (allocator.py).
+    # every step (about 10 % of a CPU step, speed.md); the run holds its peak memory, given back when it ends (allocator.py).
     keep_freed_memory: bool = True
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept

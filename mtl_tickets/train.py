@@ -105,14 +105,13 @@ def train(cfg: Config, progress: bool = True) -> RunResult:
     """Fine-tune, evaluating on each task's dev sets; a finished run in the directory is returned as is,
     a run directory another process is training in is refused (rank 0 holds its lock)."""
     validate(cfg)
-    if cfg.train.keep_freed_memory:
-        allocator.keep_freed_memory()
     world = distributed.init()
     out = rundir.prepare(cfg)
     finished = rundir.finished_results(out)
     if finished is not None:
         return RunResult(out, finished)
-    with rundir.RunLock(out) if world.is_main else contextlib.nullcontext():
+    lock = rundir.RunLock(out) if world.is_main else contextlib.nullcontext()
+    with lock, allocator.kept_while_running(cfg.train.keep_freed_memory):
         if world.is_main:
             save_config(cfg, out / "config.yaml")  # under the lock: a refused process leaves the live run's as it is
         return train_to_the_end(cfg, world, out, progress)

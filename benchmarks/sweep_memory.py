@@ -1,0 +1,107 @@
+"""A process's memory over a whole super-ticket sweep (protocol speed v1). A sweep trains run after run in
+one process, each with its own model and pruned working copy; the mini-GLUE v2 grid's STS-B sweep held 12 GB
+resident (9.4 GB of it heap) after 16 runs when freed memory was kept for reuse and never given back.
+Variants: that setting; freed memory kept while a run trains and given back as it ends (the default now);
+not kept (`train.keep_freed_memory=false`, glibc's own behaviour); and the default with oneDNN's kernel
+cache at its own size (1,024 compiled kernels instead of kernel_cache.py's 16,384), which tells how much
+of what a process keeps between runs is compiled kernels.
+
+    python benchmarks/sweep_memory.py --glue-dir ../shared/data/glue --task stsb
+
+Each variant is the real `mtl-tickets tickets find` in a child process, its runs short (memory, not
+accuracy, is measured). Reported: the child's peak resident memory (the kernel's count), its resident
+memory as each run returned, the wall time, and the super ticket each chose (the allocator must not change
+a number). Each finished variant is written to sweep_memory.json in benchmarks/results/ at once; rerunning
+skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, write_result
+
+# the child: the CLI itself, logging its resident memory as each run returns (after the run gave back what it
+# freed, where it does), with the before-variant's allocator patched to never give memory back
+CHILD = """
+import json, os, sys
+from pathlib import Path
+from mtl_tickets import allocator, cli, tickets
+variant, log = sys.argv.pop(1), sys.argv.pop(1)
+if variant == "never":
+    allocator.give_back_freed_memory = lambda: None
+train = tickets.train
+def train_and_log(cfg, progress=True):
+    result = train(cfg, progress)
+    resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    with open(log, "a") as f:
+        f.write(json.dumps([result.output_dir.name, round(resident)]) + "\\n")
+    return result
+tickets.train = train_and_log
+sys.argv[0] = "mtl-tickets"
+cli.main()
+"""
+VARIANTS = {  # name: the child's allocator, settings, environment
+    "kept, never given back": ("never", [], {}),
+    "kept, given back after each run": ("default", [], {}),
+    "not kept": ("default", ["train.keep_freed_memory=false"], {}),
+    "kept, given back; oneDNN's default kernel cache": ("default", [], {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}),
+}
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict:
+    allocator, settings, env = VARIANTS[name]
+    out = Path(args.work_dir) / "".join(c if c.isalnum() else "-" for c in name)
+    shutil.rmtree(out, ignore_errors=True)  # a whole sweep each time: a resumed one would skip finished runs
+    out.mkdir(parents=True)
+    log = out / "resident.jsonl"
+    cmd = [sys.executable, "-c", CHILD, allocator, str(log), "tickets", "find", "--config", args.config, "--task", args.task,
+           "--glue-dir", args.glue_dir, "--output-dir", str(out), "--quiet", f"--epochs={args.epochs}",
+           f"--max-train-examples={args.max_train_examples}", f"--max-eval-examples={args.max_eval_examples}",
+           f"--set=tickets.confirm_seeds={args.confirm_seeds}", *(f"--set={s}" for s in settings)]
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, env={**os.environ, **env})
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{name}: tickets find exited with status {status}")
+    chosen = json.loads((out / "tickets.json").read_text())["tickets"][args.task]
+    return {"command": " ".join(cmd[5:]), "environment": env, "seconds": time.perf_counter() - start,
+            "peak_mib": round(usage.ru_maxrss / 1024),
+            "mib_as_each_run_returned": dict(json.loads(line) for line in log.read_text().splitlines()),
+            "super_ticket": {k: chosen[k] for k in ("kind", "sparsity")},
+            "super_ticket_dev": next(c["dev_best"] for c in chosen["curve"]
+                                     if c["kind"] == chosen["kind"] and c["sparsity"] == chosen["sparsity"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--glue-dir", required=True)
+    parser.add_argument("--task", default="stsb")
+    parser.add_argument("--config", default="configs/tickets_mini_glue.yaml")
+    parser.add_argument("--work-dir", default="runs/sweep_memory")
+    parser.add_argument("--epochs", type=float, default=0.5, help="per run: short, since memory, not accuracy, is measured")
+    parser.add_argument("--max-train-examples", type=int, default=320, help="train subsample per run")
+    parser.add_argument("--max-eval-examples", type=int, default=128, help="dev subsample per run")
+    parser.add_argument("--confirm-seeds", default="[2, 3]", help="seed reruns after the grid (14 runs in all with two)")
+    args = parser.parse_args()
+    path = RESULTS / "sweep_memory.json"
+    done = json.loads(path.read_text())["variants"] if path.is_file() else {}
+    what = (f"tickets find on {args.task}, {args.config}, {args.epochs:g} epoch(s) of {args.max_train_examples} examples a run, "
+            f"{args.max_eval_examples} dev examples")
+    for name in VARIANTS:
+        if name not in done:
+            done[name] = run_variant(name, args)
+            write_result("sweep_memory", {"what": what, "variants": done})
+            print(f"{name}: peak {done[name]['peak_mib']} MiB over {len(done[name]['mib_as_each_run_returned'])} runs, "
+                  f"{done[name]['seconds'] / 60:.1f} min, super ticket {done[name]['super_ticket']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
