@@ -28,6 +28,8 @@ from pathlib import Path
 
 from common import RESULTS, write_result
 
+from mtl_tickets import kernel_cache
+
 # the child: the CLI itself, logging its resident memory as each run returns (after the run gave back what it
 # freed, where it does), with the before-variant's allocator patched to never give memory back
 CHILD = """
@@ -52,7 +54,7 @@ VARIANTS = {  # name: the child's allocator, settings, environment
     "kept, never given back": ("never", [], {}),
     "kept, given back after each run": ("default", [], {}),
     "not kept": ("default", ["train.keep_freed_memory=false"], {}),
-    "kept, given back; oneDNN's default kernel cache": ("default", [], {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}),
+    "kept, given back; oneDNN's default kernel cache": ("default", [], {kernel_cache.VARIABLE: "1024"}),
 }
 
 

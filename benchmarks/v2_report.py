@@ -208,9 +208,14 @@ def claims(grid: Path) -> list[str]:
     return lines + (rows or [f"| (none yet) | {PENDING} | | | |"]) + super_tickets_in_full(dev)
 
 
+def confirmed_sweeps(dev: dict[str, dict]) -> dict[str, dict]:
+    """The sweeps whose best winning ticket and full model have been rerun on the confirmation seeds."""
+    return {t: i for t, i in dev.items() if "winning" in (i.get("confirm") or {})}
+
+
 def super_ticket_vs_full(dev: dict[str, dict]) -> list[str]:
     """(a) per task, and on the GLUE average once every task is confirmed."""
-    confirmed = {t: i for t, i in dev.items() if "winning" in (i.get("confirm") or {})}
+    confirmed = confirmed_sweeps(dev)
     rows = [row("(a) super ticket > full", f"{task}: best winning ticket ({info['confirm']['winning']['sparsity']:g}) minus full",
                 winning_vs_full(info["confirm"]), "seeds") for task, info in confirmed.items()]
     if set(confirmed) == set(MINI_GLUE):
@@ -223,7 +228,7 @@ def super_ticket_vs_full(dev: dict[str, dict]) -> list[str]:
 def super_tickets_in_full(dev: dict[str, dict]) -> list[str]:
     """(a) per task with what its one-line reading leaves out: the seed-1 dev scores the super ticket was
     picked on (an optimistic pick, claim (d)) and each side's mean ± std on seeds 2-6."""
-    confirmed = {t: i for t, i in dev.items() if "winning" in (i.get("confirm") or {})}
+    confirmed = confirmed_sweeps(dev)
     if not confirmed:
         return []
     lines = ["", "## (a) per task, in full", "",
