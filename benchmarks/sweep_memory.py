@@ -29,6 +29,7 @@ from pathlib import Path
 from common import RESULTS, write_result
 
 from mtl_tickets import kernel_cache
+from mtl_tickets.tickets import curve_cell
 
 # the child: the CLI itself, logging its resident memory as each run returns (after the run gave back what it
 # freed, where it does), with the before-variant's allocator patched to never give memory back
@@ -78,8 +79,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
             "peak_mib": round(usage.ru_maxrss / 1024),
             "mib_as_each_run_returned": dict(json.loads(line) for line in log.read_text().splitlines()),
             "super_ticket": {k: chosen[k] for k in ("kind", "sparsity")},
-            "super_ticket_dev": next(c["dev_best"] for c in chosen["curve"]
-                                     if c["kind"] == chosen["kind"] and c["sparsity"] == chosen["sparsity"])}
+            "super_ticket_dev": curve_cell(chosen, chosen["kind"], chosen["sparsity"]).dev_best}
 
 
 def main() -> None:

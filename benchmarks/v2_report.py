@@ -29,7 +29,7 @@ from protocol_grid import BUDGETS, LRS, MINI_GLUE, V2, budget_bar, chosen_epochs
 from mtl_tickets.compare import fmt
 from mtl_tickets.metrics import task_score
 from mtl_tickets.stats import COLUMNS, PairedDifference, verdict
-from mtl_tickets.tickets import Cell, winning_vs_full
+from mtl_tickets.tickets import Cell, curve_cell, winning_vs_full
 
 RESULTS = Path(__file__).parent / "results"
 SWEEPS = {"dev": "selected on dev (the paper's rule)", "heldout": "selected on a held-out 10 % of train",
@@ -161,10 +161,9 @@ def sweeps(grid: Path, commands: dict[str, str]) -> list[str]:
             full = reported(info, curve_cell(info, "full", 0.0))
             lines += [f"### {task} ({info['metric']})", "", "| kind | sparsity | kept | dev (selected epoch) | dev last | vs full |",
                       "|---|---|---|---|---|---|"]
-            for c in sorted(info["curve"], key=lambda c: (c["kind"], c["sparsity"])):
+            for c in sorted((Cell(**c) for c in info["curve"]), key=lambda c: (c.kind, c.sparsity)):
                 score = reported(info, c)
-                lines.append(f"| {c['kind']} | {c['sparsity']:g} | {c['kept']:.3f} | {score:.2f} | "
-                             f"{c['dev_last']:.2f} | {score - full:+.2f} |")
+                lines.append(f"| {c.kind} | {c.sparsity:g} | {c.kept:.3f} | {score:.2f} | {c.dev_last:.2f} | {score - full:+.2f} |")
             confirm = info.get("confirm") or {}
             lines += ["", f"Super ticket: **{info['kind']} at sparsity {info['sparsity']:g}**.", ""]
             if "winning" in confirm:
@@ -295,19 +294,15 @@ def row(claim: str, measure: str, d: PairedDifference, unit: str) -> str:
     return f"| {claim} | {measure} | {d.n} {unit} | {d.mean:+.2f} | {verdict(d, unit.removesuffix('s'))} |"
 
 
-def curve_cell(info: dict, kind: str, sparsity: float) -> dict | None:
-    return next((c for c in info["curve"] if c["kind"] == kind and abs(c["sparsity"] - sparsity) < 1e-9), None)
-
-
 def cell(info: dict, kind: str, sparsity: float) -> float | None:
     """A grid cell's best-epoch dev score, or None where the grid has no such cell."""
     found = curve_cell(info, kind, sparsity)
-    return None if found is None else found["dev_best"]
+    return None if found is None else found.dev_best
 
 
-def reported(info: dict, c: dict) -> float:
+def reported(info: dict, c: Cell) -> float:
     """A cell's dev score at the epoch its sweep's rule picks (the best on dev, or on the held-out slice)."""
-    return Cell(**c).reported_score(info["selected_on"])
+    return c.reported_score(info["selected_on"])
 
 
 def seed1_dev_score(info: dict) -> float:

@@ -55,6 +55,11 @@ class Cell:
         return self.dev_at_heldout_best if select_on == "heldout" else self.dev_best
 
 
+def curve_cell(info: dict, kind: str, sparsity: float) -> Cell | None:
+    """The cell of a super ticket's curve (its `info`) at this kind and sparsity; None where its sweep ran none."""
+    return next((Cell(**c) for c in info["curve"] if c["kind"] == kind and abs(c["sparsity"] - sparsity) < 1e-9), None)
+
+
 def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
     """Each task's super ticket, with its phase-transition curve, as one ticket set."""
     validate(cfg, "tickets")
