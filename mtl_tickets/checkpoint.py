@@ -39,6 +39,7 @@ class TrainState:
     task_steps: dict[str, int] = field(default_factory=dict)  # steps each task has trained (the realised mix)
     sampler: dict = field(default_factory=dict)  # a dynamic scheduler's state
     skipped_steps: list[dict] = field(default_factory=list)  # updates skipped for a non-finite loss
+    seconds: float = 0.0  # wall time of the training loop (steps, evaluations, checkpoints), over all sessions
 
 
 def _fsync_write(path: Path, data: bytes) -> None:

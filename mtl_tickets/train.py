@@ -18,6 +18,7 @@ import math
 import platform
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +122,7 @@ def train_to_the_end(cfg: Config, world: World, out: Path, progress: bool) -> Ru
     """From the last checkpoint (or the start) to the end of the plan; results.json when it is reached."""
     s = start_session(cfg, world, out)
     names = list(s.streams)
+    started = time.perf_counter() - s.state.seconds  # this session's clock, counting the earlier sessions' time
     bar = tqdm(total=s.plan.last_step, initial=s.state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
     with StopOnSignal() as stop, bar:
         while s.state.step < s.plan.last_step:
@@ -133,6 +135,7 @@ def train_to_the_end(cfg: Config, world: World, out: Path, progress: bool) -> Ru
             if s.state.step in s.plan.eval_steps:
                 evaluate_and_keep_best(s)
             stopping = distributed.any_rank(stop.requested, world)
+            s.state.seconds = time.perf_counter() - started
             if s.state.step % cfg.train.checkpoint_every == 0 or s.state.step in s.plan.eval_steps or stopping:
                 save_checkpoint(s)
             if stopping:
@@ -348,6 +351,7 @@ def summarize(s: Session) -> dict:
         "skipped_steps": state.skipped_steps,
         "complete": state.step == s.plan.total_steps,
         "steps_per_epoch": s.plan.steps_per_epoch,
+        "seconds": round(state.seconds, 1),  # the training loop's wall time, resumed sessions included
         "world_size": s.world.size,
         "sharing": s.model.sharing.report(),
         "config": to_dict(s.cfg),

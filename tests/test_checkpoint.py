@@ -1,6 +1,7 @@
 """Checkpoints: the two newest are kept, a damaged one falls back to the one before, and the RNG state
 (CPU and CUDA) round-trips between machines with and without a GPU."""
 
+import json
 import logging
 
 import pytest
@@ -27,6 +28,17 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tiny_model_dir, glue_
     warning = next(r.getMessage() for r in caplog.records if "is damaged" in r.getMessage())
     assert str(folder / "step-0000003") in warning and "resuming from step-0000002" in warning
     assert resumed.results["complete"] and resumed.results["history"] == straight.results["history"]
+
+
+def test_a_resumed_run_counts_the_wall_time_of_its_earlier_sessions(tiny_model_dir, glue_slice, tmp_path):
+    cut = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]", "train.max_steps=3")
+    train(cut, progress=False)
+    state_file = tmp_path / "run" / "checkpoints" / "step-0000003" / "state.json"
+    first_session = json.loads(state_file.read_text())["seconds"]
+    assert first_session > 0
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "seconds": 1000.0}))  # a long first session
+    resumed = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]"), progress=False)
+    assert resumed.results["seconds"] > 1000.0  # carried on, not restarted from this session
 
 
 def test_when_every_checkpoint_is_damaged_the_error_says_what_to_do(tmp_path):
