@@ -5,8 +5,10 @@ compiles a kernel (a primitive) for each matmul shape and keeps the last 1,024 b
 dynamic padding meets new shapes with every batch length, and a ticket's layers each have their own
 widths, so a single-task ticket run on SST-2 needs a few thousand: the default cache thrashes and the
 step recompiles its matmuls, at 0.25 s a step against the full model's 0.16 (benchmarks/results/speed.md).
-16,384 holds them all, for about half a GB of compiled code. oneDNN reads the capacity once, when it
-builds its first primitive, so the package sets it on import; a capacity already in the environment wins.
+16,384 holds them all. The cost is memory, which grows with every new shape until the cache is full:
+about half a GB on short sequences, but 67 MiB a batch length on RTE's (up to 128 tokens), where a sweep
+process held 14-15 GB (benchmarks/results/speed.md). oneDNN reads the capacity once, when it builds its
+first primitive, so the package sets it on import; a capacity already in the environment wins.
 """
 
 from __future__ import annotations
