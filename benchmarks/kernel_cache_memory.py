@@ -3,8 +3,10 @@
 and FFN neurons, on its pruned working copy) in a child process per cache capacity, the resident memory
 recorded as steps go.
 Dynamic padding gives a new batch length, so new matmul shapes, most steps; each shape's kernels stay in
-the cache until it is full. A last child repeats one batch (one shape) at the package's capacity: the
-control that tells memory kept per shape from memory kept per step.
+the cache until it is full. One child repeats one batch (one shape) at the package's capacity: the
+control that tells memory kept per shape from memory kept per step. The last pads batch lengths to a
+multiple of 8 (`data.pad_to_multiple_of`), fewer shapes for the same batches. Variants already in the
+result file are kept, not rerun.
 
     python benchmarks/kernel_cache_memory.py --glue-dir ../shared/data/glue [--steps 100]
 
@@ -23,15 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import default_model_and_ticket, write_result
+from common import RESULTS, default_model_and_ticket, write_result
 
 from mtl_tickets import kernel_cache
 
-VARIANTS = {  # name: (oneDNN's cache capacity, one batch repeated)
-    "16,384 (package)": ("16384", False),
-    "1,024 (oneDNN's default)": ("1024", False),
-    "0 (no cache)": ("0", False),
-    "16,384, one batch repeated": ("16384", True),
+VARIANTS = {  # name: (oneDNN's cache capacity, one batch repeated, data.pad_to_multiple_of)
+    "16,384 (package)": ("16384", False, 1),
+    "1,024 (oneDNN's default)": ("1024", False, 1),
+    "0 (no cache)": ("0", False, 1),
+    "16,384, one batch repeated": ("16384", True, 1),
+    "16,384, batch lengths padded to a multiple of 8": ("16384", False, 8),
 }
 
 
@@ -39,7 +42,7 @@ def resident_mib() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(glue_dir: str, steps: int, one_batch: bool, work: Path) -> dict:
+def child(glue_dir: str, steps: int, one_batch: bool, multiple: int, work: Path) -> dict:
     """Resident memory and seconds a step every 10 steps, and the batch lengths met."""
     from mtl_tickets import distributed, rundir
     from mtl_tickets.config import DEFAULT_MODEL, load_config
@@ -52,7 +55,7 @@ def child(glue_dir: str, steps: int, one_batch: bool, work: Path) -> dict:
     del model
     cfg = load_config("configs/tickets_mini_glue.yaml", [
         "tasks=[rte]", f"data.glue_dir={glue_dir}", f"output_dir={work / 'run'}", "train.epochs=10", "train.lr=5e-5",
-        "sharing=tickets", f"tickets_file={work / 'ticket.json'}"])
+        "sharing=tickets", f"tickets_file={work / 'ticket.json'}", f"data.pad_to_multiple_of={multiple}"])
     session = start_session(cfg, distributed.init(), rundir.prepare(cfg))
     stream, lengths = session.streams["rte"], []
     take = stream.next
@@ -83,11 +86,15 @@ def main() -> None:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.glue_dir, args.steps, VARIANTS[args.child][1], Path(args.work))))
+        _, one_batch, multiple = VARIANTS[args.child]
+        print(json.dumps(child(args.glue_dir, args.steps, one_batch, multiple, Path(args.work))))
         return
-    done = {}
+    path = RESULTS / "kernel_cache_memory.json"
+    done = json.loads(path.read_text())["variants"] if path.is_file() else {}
     with tempfile.TemporaryDirectory() as work:
-        for name, (capacity, _) in VARIANTS.items():
+        for name, (capacity, _, _) in VARIANTS.items():
+            if name in done:
+                continue
             env = {**os.environ, kernel_cache.VARIABLE: capacity}
             out = subprocess.run([sys.executable, __file__, "--child", name, "--glue-dir", args.glue_dir,
                                   "--steps", str(args.steps), "--work", f"{work}/{len(done)}"],
@@ -97,13 +104,12 @@ def main() -> None:
             grown, new_lengths = last["resident_mib"] - first["resident_mib"], last["lengths_met"] - first["lengths_met"]
             done[name] = {"trace": trace, "grown_mib": grown, "new_lengths": new_lengths,
                           "mib_per_new_length": grown / new_lengths if new_lengths else None}
+            write_result("kernel_cache_memory", {
+                "what": f"train_step on RTE (batch 32, dynamic padding), default encoder, a ticket removing 30 % of heads "
+                        f"and FFN neurons, on its pruned copy; {args.steps} steps per child process, one process per "
+                        f"variant (n = 1)", "variants": done})
             print(f"{name}: {first['resident_mib']} -> {last['resident_mib']} MiB from step {first['step']} to "
-                  f"{last['step']}, {new_lengths} new batch lengths", flush=True)
-    path = write_result("kernel_cache_memory", {
-        "what": f"train_step on RTE (batch 32, dynamic padding), default encoder, a ticket removing 30 % of heads and "
-                f"FFN neurons, on its pruned copy; {args.steps} steps per child process, one process per variant (n = 1)",
-        "variants": done})
-    print(path)
+                  f"{last['step']}, {new_lengths} new batch lengths | {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,10 +50,18 @@ class DataConfig:
     # Carve this fraction of each train set (seeded by subsample_seed) into a `heldout` split that is
     # evaluated beside dev: ticket selection on it leaves dev as an honest test (tickets.select_on).
     holdout: float = 0.0
+    # Training batches padded to a multiple of this many tokens: fewer distinct shapes, so fewer compiled
+    # kernels held (oneDNN keeps 67 MiB of them per new batch length on RTE: benchmarks/results/speed.md).
+    # 1: each batch as long as its longest example, the mini-GLUE v1/v2 recipe. Padding is masked, so
+    # only float rounding changes.
+    pad_to_multiple_of: int = 1
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_seq_len <= 4096:
             raise ValueError(f"max_seq_len must be in [8, 4096], got {self.max_seq_len}")
+        if self.pad_to_multiple_of < 1 or self.max_seq_len % self.pad_to_multiple_of:
+            raise ValueError(f"pad_to_multiple_of must be a positive divisor of max_seq_len ({self.max_seq_len}), "
+                             f"got {self.pad_to_multiple_of}")
         if not 0 <= self.holdout < 0.5:
             raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
         caps = {"max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples,

@@ -322,10 +322,10 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
         yield order[start : start + batch_size]
 
 
-def collate(data: Encoded, index: np.ndarray, pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Dynamic padding to the longest example of the batch."""
+def collate(data: Encoded, index: np.ndarray, pad_id: int = 0, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the longest example of the batch, rounded up to a multiple of `multiple`."""
     lengths = data.lengths[index]
-    T = int(lengths.max())
+    T = -(-int(lengths.max()) // multiple) * multiple
     ids = np.full((len(index), T), pad_id, dtype=np.int64)
     types = np.zeros((len(index), T), dtype=np.int64)
     for row, (i, n) in enumerate(zip(index, lengths, strict=True)):
@@ -349,8 +349,10 @@ class TaskStream:
     from a generator seeded by (seed, task, pass), so a resumed run continues exactly.
     """
 
-    def __init__(self, name: str, data: Encoded, batch_size: int, seed: int, cursor: list[int] | None = None):
+    def __init__(self, name: str, data: Encoded, batch_size: int, seed: int, cursor: list[int] | None = None,
+                 pad_to_multiple_of: int = 1):
         self.name, self.data, self.batch_size, self.seed = name, data, batch_size, seed
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.cursor = list(cursor or [0, 0])
         self._batches = self._pass(self.cursor[0])
 
@@ -375,4 +377,4 @@ class TaskStream:
             self._batches = self._pass(self.cursor[0])
         index = self._batches[self.cursor[1]]
         self.cursor[1] += 1
-        return collate(self.data, shard(index, world) if world is not None else index)
+        return collate(self.data, shard(index, world) if world is not None else index, multiple=self.pad_to_multiple_of)

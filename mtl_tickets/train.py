@@ -173,7 +173,8 @@ def start_session(cfg: Config, world: World, out: Path) -> Session:
         checkpoint.check_free_space(out, model)
     build_sharing(cfg, model, run_tickets(cfg, model, out if world.is_main else None))
     copy = pruned_copy.for_run(model, cfg)  # before the optimizer, which then steps only what the ticket keeps
-    streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed) for name, d in data.items()}
+    streams = {name: TaskStream(name, d.train, cfg.train.batch_size, cfg.train.seed, pad_to_multiple_of=cfg.data.pad_to_multiple_of)
+               for name, d in data.items()}
     names = list(streams)
     plan = Plan.of({name: len(s) for name, s in streams.items()}, cfg)
     optimizer = build_optimizer(model, cfg.train, gate_lr=cfg.adaptive.lr)

@@ -182,6 +182,26 @@ def test_collate_pads_dynamically():
     assert batch["labels"].tolist() == [0, 1]
 
 
+def test_collate_rounds_the_batch_length_up_to_a_multiple():
+    data = Encoded(np.arange(1, 10, dtype=np.int32), np.zeros(9, np.int8), np.array([0, 2, 7, 9]), np.array([0, 1, 0]))
+    batch = collate(data, np.array([0, 1]), multiple=4)
+    assert batch["input_ids"].tolist() == [[1, 2, 0, 0, 0, 0, 0, 0], [3, 4, 5, 6, 7, 0, 0, 0]]
+    assert batch["attention_mask"].sum(1).tolist() == [2, 5]
+    stream = TaskStream("rte", data, batch_size=3, seed=7, pad_to_multiple_of=4)
+    assert stream.next()["input_ids"].shape[1] == 8
+
+
+def test_padding_to_a_multiple_leaves_what_an_encoder_computes_for_real_tokens(tiny_bert):
+    """Padding is masked: rounding the length up changes nothing but float rounding."""
+    data = Encoded(np.arange(1, 10, dtype=np.int32), np.zeros(9, np.int8), np.array([0, 2, 7, 9]), np.array([0, 1, 0]))
+    exact, padded = (collate(data, np.array([0, 1, 2]), multiple=m) for m in (1, 8))
+    with torch.no_grad():
+        a, b = (tiny_bert(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state for batch in (exact, padded))
+    real = exact["attention_mask"].bool()
+    assert b.shape[1] == 8 and a.shape[1] == 5
+    torch.testing.assert_close(b[:, :5][real], a[real], atol=1e-5, rtol=1e-5)
+
+
 def test_without_a_glue_dir_data_comes_from_the_hub(monkeypatch, tiny_model_dir, tmp_path):
     import datasets
 

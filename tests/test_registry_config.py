@@ -65,6 +65,11 @@ def test_wrong_type_quotes_the_value(tmp_path):
         load_config(path)
 
 
+def test_a_padding_multiple_must_divide_the_sequence_length():
+    with pytest.raises(ConfigError, match=r"pad_to_multiple_of must be a positive divisor of max_seq_len \(128\), got 5"):
+        load_config(None, ["data.pad_to_multiple_of=5"])
+
+
 def test_out_of_range_value_is_refused():
     with pytest.raises(ConfigError, match="warmup is out of range"):
         load_config(None, ["train.warmup=1.5"])
