@@ -34,8 +34,6 @@ def test_a_resumed_run_counts_the_wall_time_of_its_earlier_sessions(tiny_model_d
     cut = tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]", "train.max_steps=3")
     train(cut, progress=False)
     state_file = tmp_path / "run" / "checkpoints" / "step-0000003" / "state.json"
-    first_session = json.loads(state_file.read_text())["seconds"]
-    assert first_session > 0
     state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "seconds": 1000.0}))  # a long first session
     resumed = train(tiny_config(tiny_model_dir, glue_slice, tmp_path / "run", "tasks=[rte]"), progress=False)
     assert resumed.results["seconds"] >= 1000.0  # carried on (plus this short session), not restarted from 0

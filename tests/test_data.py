@@ -174,8 +174,13 @@ def test_task_stream_resumes_exactly(glue_slice, tiny_model_dir, tmp_path):
     assert all(torch.equal(resumed.next()["input_ids"], b) for b in batches[4:])
 
 
+def three_examples() -> Encoded:
+    """Examples of 2, 5 and 2 tokens (ids 1-9), labelled 0, 1, 0."""
+    return Encoded(np.arange(1, 10, dtype=np.int32), np.zeros(9, np.int8), np.array([0, 2, 7, 9]), np.array([0, 1, 0]))
+
+
 def test_collate_pads_dynamically():
-    data = Encoded(np.arange(1, 10, dtype=np.int32), np.zeros(9, np.int8), np.array([0, 2, 7, 9]), np.array([0, 1, 0]))
+    data = three_examples()
     batch = collate(data, np.array([0, 1]))
     assert batch["input_ids"].tolist() == [[1, 2, 0, 0, 0], [3, 4, 5, 6, 7]]
     assert batch["attention_mask"].tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
@@ -183,7 +188,7 @@ def test_collate_pads_dynamically():
 
 
 def test_collate_rounds_the_batch_length_up_to_a_multiple():
-    data = Encoded(np.arange(1, 10, dtype=np.int32), np.zeros(9, np.int8), np.array([0, 2, 7, 9]), np.array([0, 1, 0]))
+    data = three_examples()
     batch = collate(data, np.array([0, 1]), multiple=4)
     assert batch["input_ids"].tolist() == [[1, 2, 0, 0, 0, 0, 0, 0], [3, 4, 5, 6, 7, 0, 0, 0]]
     assert batch["attention_mask"].sum(1).tolist() == [2, 5]
@@ -193,7 +198,7 @@ def test_collate_rounds_the_batch_length_up_to_a_multiple():
 
 def test_padding_to_a_multiple_leaves_what_an_encoder_computes_for_real_tokens(tiny_bert):
     """Padding is masked: rounding the length up changes nothing but float rounding."""
-    data = Encoded(np.arange(1, 10, dtype=np.int32), np.zeros(9, np.int8), np.array([0, 2, 7, 9]), np.array([0, 1, 0]))
+    data = three_examples()
     exact, padded = (collate(data, np.array([0, 1, 2]), multiple=m) for m in (1, 8))
     with torch.no_grad():
         a, b = (tiny_bert(**{k: v for k, v in batch.items() if k != "labels"}).last_hidden_state for batch in (exact, padded))
