@@ -19,6 +19,7 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from .checkpoint import StorageError
+        from .fresh_process import RunProcessDied
         from .train import NumericalError, TrainingInterrupted
 
         try:
@@ -26,7 +27,7 @@ def friendly_errors(fn):
         except ConfigError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except (NumericalError, StorageError) as err:
+        except (NumericalError, StorageError, RunProcessDied) as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(3)
         except TrainingInterrupted as err:

@@ -16,7 +16,8 @@ only other tickets keep), `joint_learned_fixed` (learn, then retrain from the pr
 the learned tickets fixed) and `joint_random_swaps` (the super tickets with as many units swapped at
 random as the learned run of the same seed swapped). The last two read `joint_adaptive`'s run of the
 same seed, training it first if needed.
-Every run is an ordinary run directory under `<output_dir>/<contender>/`, so finished runs are reused;
+Every run is an ordinary run directory under `<output_dir>/<contender>/`, trained in a fresh process
+(`train.process_per_run`, fresh_process.py), so finished runs are reused;
 so are the super-ticket sweep's own runs of the full model and the super ticket (same recipe and seed).
 When every super ticket keeps every unit, a tickets contender is its full twin's run and reuses it.
 """
@@ -40,7 +41,7 @@ from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import task_score
 from .schema import ConfigError, load_yaml, to_dict
 from .stats import COLUMNS, PairedDifference
-from .train import train
+from .fresh_process import train_run
 from .validation import validate
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def run(cfg: Config, contender: str, tasks: list[str], seed: int, super_tickets:
     found = sweep_run(cell, super_tickets[tasks[0]]) if single and super_tickets else None
     if found is not None:
         return found
-    result = train(cell, progress)
+    result = train_run(cell, progress)
     return result.results, result.output_dir
 
 

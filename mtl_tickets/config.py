@@ -117,6 +117,10 @@ class TrainConfig:
     # glibc: serve large buffers from the heap and keep what is freed, instead of fresh pages from the OS at
     # every step (about 10 % of a CPU step, speed.md); the run holds its peak memory, given back when it ends (allocator.py).
     keep_freed_memory: bool = True
+    # A command that trains many runs (`tickets find`, `compare`) trains each in a fresh process, so what a run's
+    # kernels and heap hold is given back before the next (a sweep process grew to 15 GB and slowed, speed.md);
+    # the numbers are the same. false: all in the command's process. Ignored by `train` and under torchrun.
+    process_per_run: bool = True
     max_steps: int | None = None  # stop early (smoke tests); the schedule still spans all epochs
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best one is kept
     checkpoint_every: int = 100  # steps between resumable checkpoints (and at every evaluation)

@@ -31,10 +31,14 @@ class World:
         return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def launched_size() -> int:
+    """How many processes torchrun launched (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init() -> World:
     """The process group from torchrun's environment, or a world of one."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
+    if launched_size() == 1:
         return World()
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -24,15 +24,16 @@ except ImportError:  # Windows: not a target; runs there are simply not guarded 
 # May change between resumes, as no number a run reports depends on them: a step cap, the log
 # interval, what is kept on disk; how a fixed ticket is computed (`train.sliced`: its kept weight slices
 # or gates on all weights agree within float tolerance; dropout draws differ, sliced.py; `train.pruned_copy`:
-# checkpoints are full-size either way, pruned_copy.py); where freed
-# memory goes (`train.keep_freed_memory`); which contenders and seeds a `compare` trains (each of its
-# runs has one seed; adding seeds must not orphan the finished ones); which cells a ticket sweep trains
+# checkpoints are full-size either way, pruned_copy.py); where freed memory goes (`train.keep_freed_memory`)
+# and in which process a run trains (`train.process_per_run`); which contenders and seeds a `compare` trains
+# (each of its runs has one seed; adding seeds must not orphan the finished ones); which cells a ticket sweep trains
 # and how it picks among them; and where tokenized data is cached. The tickets settings that decide what
 # a cell's ticket is (granularity, sparsity mode, scoring, random seed) are not neutral: a cell's ticket
 # file is written once.
 RESUME_NEUTRAL = {
     ("train", "max_steps"), ("train", "log_every"), ("train", "keep_checkpoints"), ("train", "save_best"),
-    ("train", "sliced"), ("train", "pruned_copy"), ("train", "keep_freed_memory"), ("data", "cache_dir"), ("compare",),
+    ("train", "sliced"), ("train", "pruned_copy"), ("train", "keep_freed_memory"),
+    ("train", "process_per_run"), ("data", "cache_dir"), ("compare",),
     ("tickets", "confirm_seeds"), ("tickets", "select_on"), ("tickets", "kinds"), ("tickets", "sparsities"),
     ("tickets", "control_sparsities"),
 }

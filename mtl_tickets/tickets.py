@@ -4,7 +4,8 @@ pre-trained weights, re-fine-tune each ticket, keep the best winning ticket (the
     ticket_set = find_super_tickets(load_config("configs/tickets_mini_glue.yaml", ["tasks=[rte]"]))
 
 Every cell (kind, sparsity, seed) is an ordinary run directory under `<output_dir>/<task>/`, so a
-killed sweep resumes and a finished cell is never trained twice. Rewinding is `train()` itself: it
+killed sweep resumes and a finished cell is never trained twice; each trains in a fresh process
+(`train.process_per_run`, fresh_process.py). Rewinding is `train()` itself: it
 builds the model from the pre-trained encoder and re-initialises the task head with the same seed,
 so data order and head init match the run that found the ticket.
 """
@@ -31,7 +32,7 @@ from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
 from .stats import PairedDifference
-from .train import train
+from .fresh_process import train_run
 from .validation import validate
 
 
@@ -67,7 +68,7 @@ def find_super_tickets(cfg: Config, progress: bool = True) -> TicketSet:
     super_tickets, shape = {}, None
     for spec in trainable_specs(cfg):
         task_root = root / spec.name
-        full_run = train(cell_config(cfg, spec.name, task_root / "full-s{seed}"), progress).output_dir
+        full_run = train_run(cell_config(cfg, spec.name, task_root / "full-s{seed}"), progress).output_dir
         scores, shape = task_scores(cfg, spec, full_run, task_root / "scores.json", progress)
         candidates = candidate_tickets(cfg, scores, shape)
         cells = [run_cell(cfg, spec.name, kind, s, t, shape, task_root, cfg.train.seed, progress)
@@ -151,7 +152,7 @@ def run_cell(cfg: Config, task: str, kind: str, sparsity: float, ticket: Ticket,
         if not tickets_file.is_file():
             TicketSet(cfg.model.name, shape, {task: ticket}).save(tickets_file)
         out = task_root / f"{name}-s{seed}"
-    results = train(cell_config(cfg, task, out, seed, tickets_file), progress).results
+    results = train_run(cell_config(cfg, task, out, seed, tickets_file), progress).results
     history = results["history"]
     dev = [task_score(r["tasks"][task]) for r in history]
     held = [task_score(r["tasks"][task], HELDOUT) for r in history] if HELDOUT in history[0]["tasks"][task] else None

@@ -28,7 +28,7 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
     out = tmp_path / "cmp"
     args = ["compare", "--task", "rte,stsb", "--model", tiny_model_dir, "--glue-dir", glue_slice, "--epochs", "1",
             "--batch-size", "8", "--max-seq-len", "24", "--output-dir", out, "--tickets", tickets, "--seeds", "1,2",
-            "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+            "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.process_per_run=false"]
     result = cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     for contender in ("single_full", "single_tickets", "joint_full", "joint_tickets", "joint_adaptive"):
@@ -55,7 +55,8 @@ def test_compare_trains_every_contender_and_reuses_finished_runs(tiny_model_dir,
 @pytest.mark.slow
 def test_full_contenders_need_no_tickets_and_a_missing_ticket_is_named(tiny_model_dir, glue_slice, tmp_path):
     common = ["--model", tiny_model_dir, "--glue-dir", glue_slice, "--epochs", "1", "--batch-size", "8",
-              "--max-seq-len", "24", "--seeds", "1", "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+              "--max-seq-len", "24", "--seeds", "1", "--quiet", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+              "--set", "train.process_per_run=false"]
     full = cli("compare", "--task", "rte", "--output-dir", tmp_path / "full", *common,
                "--set", "compare.contenders=[single_full, joint_full]")
     assert full.returncode == 0, full.stderr[-2000:]
@@ -83,7 +84,8 @@ def test_a_task_outside_glue_gets_a_plain_average_and_full_tickets_reuse_the_ful
     cfg = load_config(None, ["tasks=[rte, nli3]", f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}",
                              "train.epochs=1", "train.batch_size=8", "data.max_seq_len=24", f"output_dir={tmp_path / 'cmp'}",
                              f"tickets_file={tmp_path / 't.json'}", "compare.seeds=[1]",
-                             "compare.contenders=[joint_full, joint_tickets]", f"data.cache_dir={tmp_path / 'cache'}"])
+                             "compare.contenders=[joint_full, joint_tickets]", f"data.cache_dir={tmp_path / 'cache'}",
+                             "train.process_per_run=false"])
     full_row, tickets_row = compare(cfg, progress=False)["per_task"]
     assert trained == ["joint_full"]  # joint_tickets was not trained a second time
     assert tickets_row.runs_of == "joint_full" and full_row.runs_of is None
@@ -153,7 +155,8 @@ def test_adaptive_controls_read_the_learned_run_of_the_same_seed(tiny_model_dir,
                              f"data.cache_dir={tmp_path / 'cache'}", "tasks=[rte, stsb]", "train.epochs=2", "train.batch_size=4",
                              "data.max_seq_len=24", f"tickets_file={tickets}", "compare.seeds=[2]", "adaptive.lr=0.1",
                              "adaptive.margin=0.1", "adaptive.warmup=0", "adaptive.cooldown=0",
-                             "compare.contenders=[joint_tickets, joint_learned_fixed, joint_random_swaps, joint_adaptive_no_borrow]"])
+                             "compare.contenders=[joint_tickets, joint_learned_fixed, joint_random_swaps, joint_adaptive_no_borrow]",
+                             "train.process_per_run=false"])
     rows = {r.contender: r for r in compare(cfg, progress=False)["per_task"]}
     assert set(rows) == {"joint_tickets", "joint_learned_fixed", "joint_random_swaps", "joint_adaptive_no_borrow"}
     start = TicketSet.load(tickets).tickets

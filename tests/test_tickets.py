@@ -33,7 +33,8 @@ def sweep_config(tiny_model_dir, glue_slice, out, *extra):
         f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}", f"output_dir={out}",
         f"data.cache_dir={out.parent / 'cache'}", "data.max_seq_len=32", "train.batch_size=8", "train.epochs=2",
         "tasks=[rte]", "tickets.sparsities=[0.25, 0.5]", "tickets.control_sparsities=[0.5]",
-        "tickets.confirm_seeds=[2, 3]", *extra,  # never train.seed (1), the grid's
+        "tickets.confirm_seeds=[2, 3]",  # never train.seed (1), the grid's
+        "train.process_per_run=false", *extra,  # test_fresh_process.py trains runs in their own processes
     ])
 
 
