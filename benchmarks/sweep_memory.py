@@ -4,15 +4,19 @@ resident (9.4 GB of it heap) after 16 runs when freed memory was kept for reuse 
 Variants: that setting; freed memory kept while a run trains and given back as it ends (the default now);
 not kept (`train.keep_freed_memory=false`, glibc's own behaviour); and the default with oneDNN's kernel
 cache at its own size (1,024 compiled kernels instead of kernel_cache.py's 16,384), which tells how much
-of what a process keeps between runs is compiled kernels.
+of what a process keeps between runs is compiled kernels. Those four train every run in the sweep's own
+process (`train.process_per_run=false`); the fifth, the default now, trains each in a fresh one.
 
     python benchmarks/sweep_memory.py --glue-dir ../shared/data/glue --task stsb
+    python benchmarks/sweep_memory.py --glue-dir ../shared/data/glue --task rte --result sweep_memory_rte \
+        --variants "kept, given back after each run" "a fresh process per run"
 
 Each variant is the real `mtl-tickets tickets find` in a child process, its runs short (memory, not
-accuracy, is measured). Reported: the child's peak resident memory (the kernel's count), its resident
-memory as each run returned, the wall time, and the super ticket each chose (the allocator must not change
-a number). Each finished variant is written to sweep_memory.json in benchmarks/results/ at once; rerunning
-skips it.
+accuracy, is measured). Reported: the peak resident memory of the child and of any process it started (the
+kernel's count), the child's resident memory as each run returned, the largest run process so far as each
+returned (fresh processes only), the wall time, and the super ticket each chose (neither the allocator nor
+the process may change a number). Each finished variant is written to `<--result>.json` in
+benchmarks/results/ at once; rerunning skips it.
 """
 
 from __future__ import annotations
@@ -34,28 +38,31 @@ from mtl_tickets.tickets import curve_cell
 # the child: the CLI itself, logging its resident memory as each run returns (after the run gave back what it
 # freed, where it does), with the before-variant's allocator patched to never give memory back
 CHILD = """
-import json, os, sys
+import json, os, resource, sys
 from pathlib import Path
 from mtl_tickets import allocator, cli, tickets
 variant, log = sys.argv.pop(1), sys.argv.pop(1)
 if variant == "never":
     allocator.give_back_freed_memory = lambda: None
-train = tickets.train
+train_run = tickets.train_run
 def train_and_log(cfg, progress=True):
-    result = train(cfg, progress)
+    result = train_run(cfg, progress)
     resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    run_processes = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     with open(log, "a") as f:
-        f.write(json.dumps([result.output_dir.name, round(resident)]) + "\\n")
+        f.write(json.dumps([result.output_dir.name, round(resident), round(run_processes)]) + "\\n")
     return result
-tickets.train = train_and_log
+tickets.train_run = train_and_log
 sys.argv[0] = "mtl-tickets"
 cli.main()
 """
+ONE_PROCESS = "train.process_per_run=false"
 VARIANTS = {  # name: the child's allocator, settings, environment
-    "kept, never given back": ("never", [], {}),
-    "kept, given back after each run": ("default", [], {}),
-    "not kept": ("default", ["train.keep_freed_memory=false"], {}),
-    "kept, given back; oneDNN's default kernel cache": ("default", [], {kernel_cache.VARIABLE: "1024"}),
+    "kept, never given back": ("never", [ONE_PROCESS], {}),
+    "kept, given back after each run": ("default", [ONE_PROCESS], {}),
+    "not kept": ("default", ["train.keep_freed_memory=false", ONE_PROCESS], {}),
+    "kept, given back; oneDNN's default kernel cache": ("default", [ONE_PROCESS], {kernel_cache.VARIABLE: "1024"}),
+    "a fresh process per run": ("default", ["train.process_per_run=true"], {}),
 }
 
 
@@ -75,9 +82,11 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     if status != 0:
         raise SystemExit(f"{name}: tickets find exited with status {status}")
     chosen = json.loads((out / "tickets.json").read_text())["tickets"][args.task]
+    returned = [json.loads(line) for line in log.read_text().splitlines()]
     return {"command": " ".join(cmd[5:]), "environment": env, "seconds": time.perf_counter() - start,
             "peak_mib": round(usage.ru_maxrss / 1024),
-            "mib_as_each_run_returned": dict(json.loads(line) for line in log.read_text().splitlines()),
+            "as_each_run_returned": [{"run": run, "mib": mib, "largest_run_process_mib": largest}
+                                     for run, mib, largest in returned],  # full-s1 twice: trained, then read as a cell
             "super_ticket": {k: chosen[k] for k in ("kind", "sparsity")},
             "super_ticket_dev": curve_cell(chosen, chosen["kind"], chosen["sparsity"]).dev_best}
 
@@ -92,16 +101,18 @@ def main() -> None:
     parser.add_argument("--max-train-examples", type=int, default=320, help="train subsample per run")
     parser.add_argument("--max-eval-examples", type=int, default=128, help="dev subsample per run")
     parser.add_argument("--confirm-seeds", default="[2, 3]", help="seed reruns after the grid (14 runs in all with two)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="which to run, in order")
+    parser.add_argument("--result", default="sweep_memory", help="results file name, in benchmarks/results/")
     args = parser.parse_args()
-    path = RESULTS / "sweep_memory.json"
+    path = RESULTS / f"{args.result}.json"
     done = json.loads(path.read_text())["variants"] if path.is_file() else {}
     what = (f"tickets find on {args.task}, {args.config}, {args.epochs:g} epoch(s) of {args.max_train_examples} examples a run, "
             f"{args.max_eval_examples} dev examples")
-    for name in VARIANTS:
+    for name in args.variants:
         if name not in done:
             done[name] = run_variant(name, args)
-            write_result("sweep_memory", {"what": what, "variants": done})
-            print(f"{name}: peak {done[name]['peak_mib']} MiB over {len(done[name]['mib_as_each_run_returned'])} runs, "
+            write_result(args.result, {"what": what, "variants": done})
+            print(f"{name}: peak {done[name]['peak_mib']} MiB over {len(done[name]['as_each_run_returned'])} runs, "
                   f"{done[name]['seconds'] / 60:.1f} min, super ticket {done[name]['super_ticket']}", flush=True)
 
 

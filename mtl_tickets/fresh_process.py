@@ -19,8 +19,11 @@ import multiprocessing
 import os
 import signal
 import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+from transformers.utils import logging as hf_logging
 
 from .config import Config
 from .distributed import launched_size
@@ -41,7 +44,7 @@ def train_run(cfg: Config, progress: bool = True) -> RunResult:
         return train(cfg, progress)  # a finished run is only read: not worth a process
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_train_and_send, args=(cfg, progress, send, os.getpid(), _log_levels()))
+    child = context.Process(target=_train_and_send, args=(cfg, progress, send, os.getpid(), Console.of_this_process()))
     with _ForwardStopSignals() as forward:
         child.start()
         forward.to(child.pid)
@@ -61,12 +64,11 @@ def train_run(cfg: Config, progress: bool = True) -> RunResult:
     return outcome
 
 
-def _train_and_send(cfg: Config, progress: bool, send: Connection, parent: int, levels: tuple[int, int]) -> None:
+def _train_and_send(cfg: Config, progress: bool, send: Connection, parent: int, console: Console) -> None:
     """The child: train, then send the RunResult or the exception (its traceback as a note) back."""
-    _stop_when_parent_dies(parent)
-    logging.basicConfig(level=levels[0], format="%(message)s")
-    logging.getLogger("mtl_tickets").setLevel(levels[1])
     try:
+        _stop_when_parent_dies(parent)
+        console.apply()
         outcome: object = train(cfg, progress)
     except BaseException as err:  # noqa: BLE001 - every failure is the parent's to raise
         err.__notes__ = [*getattr(err, "__notes__", []), f"in the run's process:\n{traceback.format_exc()}"]
@@ -90,9 +92,26 @@ def _stop_when_parent_dies(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _log_levels() -> tuple[int, int]:
-    """This process's logging levels (the CLI's -v), for the child to log as the parent would."""
-    return logging.getLogger().getEffectiveLevel(), logging.getLogger("mtl_tickets").getEffectiveLevel()
+@dataclass(frozen=True)
+class Console:
+    """What this process prints (the CLI's -v and --quiet: logger levels, transformers' progress bars),
+    for the run's process to print the same."""
+
+    levels: dict[str, int]
+    hf_progress_bars: bool
+
+    @classmethod
+    def of_this_process(cls) -> Console:
+        loggers = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+                   if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET}
+        return cls({"": logging.root.level, **loggers}, hf_logging.is_progress_bar_enabled())
+
+    def apply(self) -> None:
+        logging.basicConfig(level=self.levels[""], format="%(message)s")
+        for name, level in self.levels.items():
+            logging.getLogger(name or None).setLevel(level)
+        if not self.hf_progress_bars:
+            hf_logging.disable_progress_bar()
 
 
 class _ForwardStopSignals:

@@ -169,6 +169,7 @@ def test_a_sweep_without_confirm_seeds_finishes_and_says_so(tiny_model_dir, glue
                  "--set", "train.epochs=2", "--set", "train.batch_size=8", "--set", "data.max_seq_len=32",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr
+    assert "Loading weights" not in result.stderr  # --quiet reaches the runs' own processes
     assert "no seed confirmation (tickets.confirm_seeds is empty)" in result.stdout and "±" not in result.stdout
     info = TicketSet.load(out / "tickets.json").tickets["rte"].info
     assert info["confirm"] == {} and sorted(p.name for p in (out / "rte").glob("*-s*")) == ["full-s1", "winning-0.5-s1"]
