@@ -1,13 +1,15 @@
-"""One run of a many-run recipe (`tickets find`, `compare`) trained in a fresh process.
+"""The heavy steps of a many-run recipe (`tickets find`, `compare`) each in a fresh process.
 
 A process that trains run after run keeps what each run left behind: oneDNN's kernel cache grows with
 every new batch length and glibc's heap fragments, so a 22-run sweep process held 14-15 GB and its late
-runs took 12.5 minutes where its early ones took 7-9 (speed.md). A child process per run gives all of it
-back when the run ends. The run is the same either way (it seeds everything it draws, and a test holds a
-sweep's scores equal in and out of a child); the child costs the seconds it takes to import torch.
+runs took 12.5 minutes where its early ones took 7-9 (speed.md). A child process per run (and for the
+importance pass) gives all of it back when the step ends. The numbers are the same either way (a run
+seeds everything it draws; a test holds a sweep's scores equal in and out of children); a child costs the
+seconds it takes to import torch.
 
 Stop signals reach the child: SIGTERM or SIGINT to this process is passed on, the child saves its
-checkpoint and stops, and its TrainingInterrupted is raised here, as if the run had trained in this process.
+checkpoint and stops, and its TrainingInterrupted is raised here, as if the run had trained in this
+process. A child whose parent dies is sent SIGTERM (Linux), so no orphan trains on holding a run's lock.
 """
 
 from __future__ import annotations
@@ -19,32 +21,47 @@ import multiprocessing
 import os
 import signal
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TypeVar
 
 from transformers.utils import logging as hf_logging
 
+from . import registry
 from .config import Config
 from .distributed import launched_size
 from .rundir import finished_results
 from .train import RunResult, TrainingInterrupted, train
 
 PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
+T = TypeVar("T")
 
 
 class RunProcessDied(RuntimeError):
-    """The process training a run died without a word (killed, out of memory); its checkpoints stay."""
+    """The process of a run (or of a sweep's importance pass) died without a word (killed, out of
+    memory); the run's checkpoints stay."""
+
+
+def apart(cfg: Config) -> bool:
+    """Whether this command's heavy steps run in fresh processes: `train.process_per_run`, never under
+    torchrun (its ranks share one process group for the whole command)."""
+    return cfg.train.process_per_run and launched_size() == 1
 
 
 def train_run(cfg: Config, progress: bool = True) -> RunResult:
-    """`train(cfg)`, in a fresh process when `train.process_per_run` is set (never under torchrun: its
-    ranks share one process group for the whole command)."""
-    if not cfg.train.process_per_run or launched_size() > 1 or finished_results(Path(cfg.output_dir)):
-        return train(cfg, progress)  # a finished run is only read: not worth a process
+    """`train(cfg)`, in a fresh process where `apart(cfg)`; a finished run is only read, here."""
+    if not apart(cfg) or finished_results(Path(cfg.output_dir)):
+        return train(cfg, progress)
+    return in_fresh_process(f"the run in {cfg.output_dir}", train, cfg, progress)
+
+
+def in_fresh_process(what: str, fn: Callable[..., T], *args) -> T:
+    """`fn(*args)` in a fresh spawned process: its result, or its exception raised here."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_train_and_send, args=(cfg, progress, send, os.getpid(), Console.of_this_process()))
+    child = context.Process(target=_call_and_send, args=(fn, args, send, os.getpid(), Inherited.of_this_process()))
     with _ForwardStopSignals() as forward:
         child.start()
         forward.to(child.pid)
@@ -58,18 +75,18 @@ def train_run(cfg: Config, progress: bool = True) -> RunResult:
         raise outcome
     if outcome is None:
         if forward.forwarded:
-            raise TrainingInterrupted(f"stopped while the run in {cfg.output_dir} was starting")
-        raise RunProcessDied(f"the process training {cfg.output_dir} died (exit code {child.exitcode}, e.g. out of "
-                           "memory); rerun the same command to resume from its last checkpoint")
-    return outcome
+            raise TrainingInterrupted(f"stopped before {what} could save anything")
+        raise RunProcessDied(f"the process of {what} died (exit code {child.exitcode}, e.g. out of memory); "
+                             "rerun the same command to resume from the last checkpoint")
+    return outcome[0]
 
 
-def _train_and_send(cfg: Config, progress: bool, send: Connection, parent: int, console: Console) -> None:
-    """The child: train, then send the RunResult or the exception (its traceback as a note) back."""
+def _call_and_send(fn: Callable, args: tuple, send: Connection, parent: int, inherited: Inherited) -> None:
+    """The child: call, then send (result,) or the exception (its traceback as a note) back."""
     try:
         _stop_when_parent_dies(parent)
-        console.apply()
-        outcome: object = train(cfg, progress)
+        inherited.apply()
+        outcome: object = (fn(*args),)
     except BaseException as err:  # noqa: BLE001 - every failure is the parent's to raise
         err.__notes__ = [*getattr(err, "__notes__", []), f"in the run's process:\n{traceback.format_exc()}"]
         outcome = err
@@ -81,8 +98,8 @@ def _train_and_send(cfg: Config, progress: bool, send: Connection, parent: int, 
 
 
 def _stop_when_parent_dies(parent: int) -> None:
-    """Linux: SIGTERM this process when its parent dies (the child saves and stops instead of training
-    on, orphaned, holding the run's lock); elsewhere nothing."""
+    """Linux: SIGTERM this process when its parent dies (a run saves and stops instead of training on,
+    orphaned, holding its lock); elsewhere nothing."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -93,18 +110,20 @@ def _stop_when_parent_dies(parent: int) -> None:
 
 
 @dataclass(frozen=True)
-class Console:
-    """What this process prints (the CLI's -v and --quiet: logger levels, transformers' progress bars),
-    for the run's process to print the same."""
+class Inherited:
+    """What a child must share with this process that spawning does not carry: what it prints (the CLI's
+    -v and --quiet: logger levels, transformers' progress bars) and the tasks registered in code."""
 
     levels: dict[str, int]
     hf_progress_bars: bool
+    tasks: list[registry.TaskSpec]
 
     @classmethod
-    def of_this_process(cls) -> Console:
+    def of_this_process(cls) -> Inherited:
         loggers = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
                    if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET}
-        return cls({"": logging.root.level, **loggers}, hf_logging.is_progress_bar_enabled())
+        return cls({"": logging.root.level, **loggers}, hf_logging.is_progress_bar_enabled(),
+                   registry.registered_in_code())
 
     def apply(self) -> None:
         logging.basicConfig(level=self.levels[""], format="%(message)s")
@@ -112,11 +131,15 @@ class Console:
             logging.getLogger(name or None).setLevel(level)
         if not self.hf_progress_bars:
             hf_logging.disable_progress_bar()
+        known = registry.all_tasks()  # a script's top level, run again as the child's __mp_main__, may register them too
+        for spec in self.tasks:
+            if spec.name not in known:
+                registry.register_task(spec)
 
 
 class _ForwardStopSignals:
-    """While a child trains, SIGINT and SIGTERM to this process are passed on to it (it saves and stops);
-    outside the main thread signals stay as they are."""
+    """While a child works, SIGINT and SIGTERM to this process are passed on to it (a run saves and
+    stops); outside the main thread signals stay as they are."""
 
     def __init__(self):
         self.pid: int | None = None

@@ -96,6 +96,11 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
+def registered_in_code() -> list[TaskSpec]:
+    """The tasks `register_task` added in this process (a run's own process registers them again)."""
+    return list(_extra.values())
+
+
 def task_dirs() -> list[Path]:
     """The project's `tasks/` plus any folders in MTL_TICKETS_TASKS (os.pathsep-separated)."""
     extra = [Path(p) for p in os.environ.get("MTL_TICKETS_TASKS", "").split(os.pathsep) if p]

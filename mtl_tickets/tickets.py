@@ -4,8 +4,8 @@ pre-trained weights, re-fine-tune each ticket, keep the best winning ticket (the
     ticket_set = find_super_tickets(load_config("configs/tickets_mini_glue.yaml", ["tasks=[rte]"]))
 
 Every cell (kind, sparsity, seed) is an ordinary run directory under `<output_dir>/<task>/`, so a
-killed sweep resumes and a finished cell is never trained twice; each trains in a fresh process
-(`train.process_per_run`, fresh_process.py). Rewinding is `train()` itself: it
+killed sweep resumes and a finished cell is never trained twice; each trains in a fresh process, as
+does the importance pass (`train.process_per_run`, fresh_process.py). Rewinding is `train()` itself: it
 builds the model from the pre-trained encoder and re-initialises the task head with the same seed,
 so data order and head init match the run that found the ticket.
 """
@@ -32,7 +32,7 @@ from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
 from .stats import PairedDifference
-from .fresh_process import train_run
+from .fresh_process import apart, in_fresh_process, train_run
 from .validation import validate
 
 
@@ -115,10 +115,18 @@ def cell_config(cfg: Config, task: str, out_dir: Path, seed: int | None = None, 
 
 
 def task_scores(cfg: Config, spec: registry.TaskSpec, full_run: Path, path: Path, progress: bool) -> tuple[Scores, EncoderShape]:
-    """Importance scores on the fine-tuned full model over the training set (cached in `path`)."""
-    shape = load_shape(cfg.model.name)
-    if path.is_file():
-        return Scores.from_json(json.loads(path.read_text())), shape
+    """Importance scores on the fine-tuned full model over the training set (cached in `path`; computed
+    in a fresh process where the runs are, fresh_process.py)."""
+    if not path.is_file():
+        if apart(cfg):
+            in_fresh_process(f"the importance pass of {full_run}", write_scores, cfg, spec, full_run, path, progress)
+        else:
+            write_scores(cfg, spec, full_run, path, progress)
+    return Scores.from_json(json.loads(path.read_text())), load_shape(cfg.model.name)
+
+
+def write_scores(cfg: Config, spec: registry.TaskSpec, full_run: Path, path: Path, progress: bool) -> None:
+    """Score the units of the full model's best weights over the task's training set, into `path`."""
     _, model = load_run(full_run)
     train_data = load_task(spec, load_tokenizer(cfg.model.name), cfg.data).train
     if cfg.tickets.score_examples:
@@ -126,7 +134,6 @@ def task_scores(cfg: Config, spec: registry.TaskSpec, full_run: Path, path: Path
     scores = score_units(model, spec.name, train_data, cfg.tickets.ffn_granularity, cfg.train.batch_size,
                          cfg.tickets.legacy_cumulative, progress=progress)
     path.write_text(json.dumps(scores.to_json()))
-    return scores, shape
 
 
 def candidate_tickets(cfg: Config, scores: Scores, shape: EncoderShape) -> dict[tuple[str, float], Ticket]:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from mtl_tickets import registry
 from mtl_tickets import train as train_module
 from mtl_tickets.config import load_config
 from mtl_tickets.fresh_process import train_run
+from mtl_tickets.registry import TaskSpec, TsvSource
 from mtl_tickets.schema import ConfigError
 from mtl_tickets.tickets import find_super_tickets
 
@@ -48,6 +50,17 @@ def test_a_failure_in_the_runs_process_is_raised_here_as_itself(tiny_model_dir, 
         train_run(cfg, progress=False)
     assert str(fresh.value) == str(here.value)
     assert any("in the run's process" in note for note in fresh.value.__notes__)  # the child's traceback
+
+
+def test_a_task_registered_in_code_trains_in_a_runs_own_process(tiny_model_dir, glue_slice, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_extra", {})
+    registry.register_task(TaskSpec(name="nli3", labels=["entailment", "neutral", "contradiction"],
+                                    tsv=TsvSource(dir="MNLI", text=["sentence1", "sentence2"], label="gold_label",
+                                                  dev=["dev_matched"])))
+    cfg = load_config(None, ["tasks=[nli3]", f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}",
+                             "train.epochs=1", "train.batch_size=8", "data.max_seq_len=24", f"output_dir={tmp_path / 'run'}",
+                             f"data.cache_dir={tmp_path / 'cache'}", "train.process_per_run=true"])
+    assert list(train_run(cfg, progress=False).results["last"]["tasks"]) == ["nli3"]
 
 
 def sweep_cmd(tiny_model_dir, glue_slice, out):
