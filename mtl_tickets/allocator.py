@@ -7,8 +7,9 @@ a tenth of a step (benchmarks/results/speed.md). Serving every block from the he
 it lets a step reuse the last one's memory. Numbers do not change, only where buffers live.
 
 The cost is memory, so it is given back when the run ends: a process that trains run after run (a
-sweep, `compare`) builds differently sized models and pruned copies each time, and an untrimmed heap
-grows with every one of them instead of staying at one run's peak (benchmarks/results/sweep_memory.json).
+sweep or `compare` with `train.process_per_run: false`) builds differently sized models and pruned
+copies each time, and an untrimmed heap grows with every one of them instead of staying at one run's
+peak (benchmarks/results/sweep_memory.json).
 """
 
 from __future__ import annotations
