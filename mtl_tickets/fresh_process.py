@@ -33,7 +33,7 @@ from . import registry
 from .config import Config
 from .distributed import launched_size
 from .rundir import finished_results
-from .train import RunResult, TrainingInterrupted, train
+from .train import RunResult, StopOnSignal, TrainingInterrupted, train
 
 PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
 T = TypeVar("T")
@@ -74,7 +74,7 @@ def in_fresh_process(what: str, fn: Callable[..., T], *args) -> T:
     if isinstance(outcome, BaseException):
         raise outcome
     if outcome is None:
-        if forward.forwarded:
+        if forward.requested:
             raise TrainingInterrupted(f"stopped before {what} could save anything")
         raise RunProcessDied(f"the process of {what} died (exit code {child.exitcode}, e.g. out of memory); "
                              "rerun the same command to resume from the last checkpoint")
@@ -88,7 +88,7 @@ def _call_and_send(fn: Callable, args: tuple, send: Connection, parent: int, inh
         inherited.apply()
         outcome: object = (fn(*args),)
     except BaseException as err:  # noqa: BLE001 - every failure is the parent's to raise
-        err.__notes__ = [*getattr(err, "__notes__", []), f"in the run's process:\n{traceback.format_exc()}"]
+        err.__notes__ = [*getattr(err, "__notes__", []), f"in its fresh process:\n{traceback.format_exc()}"]
         outcome = err
     try:
         send.send(outcome)
@@ -137,34 +137,19 @@ class Inherited:
                 registry.register_task(spec)
 
 
-class _ForwardStopSignals:
+class _ForwardStopSignals(StopOnSignal):
     """While a child works, SIGINT and SIGTERM to this process are passed on to it (a run saves and
     stops); outside the main thread signals stay as they are."""
 
-    def __init__(self):
-        self.pid: int | None = None
-        self.forwarded = False
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> _ForwardStopSignals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._forward)
-            except ValueError:
-                pass
-        return self
+    pid: int | None = None
 
     def to(self, pid: int) -> None:
         """Forward to `pid` from now on, and a stop that arrived while it was starting, now."""
         self.pid = pid
-        if self.forwarded:
+        if self.requested:
             os.kill(pid, signal.SIGTERM)
 
-    def _forward(self, signum, frame) -> None:
-        self.forwarded = True
+    def _handle(self, signum, frame) -> None:
+        super()._handle(signum, frame)
         if self.pid is not None:
             os.kill(self.pid, signum)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)

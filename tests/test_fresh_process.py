@@ -49,7 +49,7 @@ def test_a_failure_in_the_runs_process_is_raised_here_as_itself(tiny_model_dir, 
     with pytest.raises(ConfigError) as fresh:
         train_run(cfg, progress=False)
     assert str(fresh.value) == str(here.value)
-    assert any("in the run's process" in note for note in fresh.value.__notes__)  # the child's traceback
+    assert any("in its fresh process" in note for note in fresh.value.__notes__)  # the child's traceback
 
 
 def test_a_task_registered_in_code_trains_in_a_runs_own_process(tiny_model_dir, glue_slice, tmp_path, monkeypatch):
