@@ -17,9 +17,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,9 +47,9 @@ class RunProcessDied(RuntimeError):
 
 
 def apart(cfg: Config) -> bool:
-    """Whether this command's heavy steps run in fresh processes: `train.process_per_run`, never under
-    torchrun (its ranks share one process group for the whole command)."""
-    return cfg.train.process_per_run and launched_size() == 1
+    """Whether this command's heavy steps run in fresh processes: `train.process_per_run` on a POSIX
+    system, never under torchrun (its ranks share one process group for the whole command)."""
+    return cfg.train.process_per_run and os.name == "posix" and launched_size() == 1
 
 
 def train_run(cfg: Config, progress: bool = True) -> RunResult:
@@ -58,43 +60,56 @@ def train_run(cfg: Config, progress: bool = True) -> RunResult:
 
 
 def in_fresh_process(what: str, fn: Callable[..., T], *args) -> T:
-    """`fn(*args)` in a fresh spawned process: its result, or its exception raised here."""
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_call_and_send, args=(fn, args, send, os.getpid(), Inherited.of_this_process()))
+    """`fn(*args)` in a fresh Python process: its result, or its exception raised here. The child is a
+    plain interpreter that reads `fn` and its arguments from a pipe, not multiprocessing's spawn, which
+    would import the calling script again as the child's main module (and run its top level)."""
+    results, child_end = os.pipe()
     with _ForwardStopSignals() as forward:
-        child.start()
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(child_end)], stdin=subprocess.PIPE,
+                                 pass_fds=(child_end,))
+        os.close(child_end)  # the child holds the only writing end: its death ends `recv` with EOFError
         forward.to(child.pid)
-        send.close()  # the child holds the only sending end: its death ends `recv` with EOFError
-        try:
-            outcome = receive.recv()
-        except EOFError:
-            outcome = None
-        child.join()
+        with Connection(results) as receive:
+            try:
+                pickle.dump(sys.path, child.stdin)
+                pickle.dump((fn, args, os.getpid(), Inherited.of_this_process()), child.stdin)
+                child.stdin.close()
+                outcome = receive.recv()
+            except (EOFError, BrokenPipeError):
+                outcome = None
+        child.wait()
     if isinstance(outcome, BaseException):
         raise outcome
     if outcome is None:
         if forward.requested:
             raise TrainingInterrupted(f"stopped before {what} could save anything")
-        raise RunProcessDied(f"the process of {what} died (exit code {child.exitcode}, e.g. out of memory); "
+        raise RunProcessDied(f"the process of {what} died (exit code {child.returncode}, e.g. out of memory); "
                              "rerun the same command to resume from the last checkpoint")
     return outcome[0]
 
 
-def _call_and_send(fn: Callable, args: tuple, send: Connection, parent: int, inherited: Inherited) -> None:
-    """The child: call, then send (result,) or the exception (its traceback as a note) back."""
-    try:
-        _stop_when_parent_dies(parent)
-        inherited.apply()
-        outcome: object = (fn(*args),)
-    except BaseException as err:  # noqa: BLE001 - every failure is the parent's to raise
-        err.__notes__ = [*getattr(err, "__notes__", []), f"in its fresh process:\n{traceback.format_exc()}"]
-        outcome = err
-    try:
-        send.send(outcome)
-    except Exception:  # an exception that does not pickle: its text still reaches the parent
-        send.send(RuntimeError(f"{type(outcome).__name__}: {outcome}\n{traceback.format_exc()}"))
-    send.close()
+# The child's program: this process's import path first (the pickled function's module must import as
+# it does here), then the call.
+CHILD = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+         "from mtl_tickets.fresh_process import child_main; child_main(int(sys.argv[1]))")
+
+
+def child_main(results_fd: int) -> None:
+    """The child: read the call from stdin, make it, send (result,) or the exception (its traceback as a
+    note) back through the pipe."""
+    fn, args, parent, inherited = pickle.load(sys.stdin.buffer)
+    with Connection(results_fd) as send:
+        try:
+            _stop_when_parent_dies(parent)
+            inherited.apply()
+            outcome: object = (fn(*args),)
+        except BaseException as err:  # noqa: BLE001 - every failure is the parent's to raise
+            err.__notes__ = [*getattr(err, "__notes__", []), f"in its fresh process:\n{traceback.format_exc()}"]
+            outcome = err
+        try:
+            send.send(outcome)
+        except Exception:  # an exception that does not pickle: its text still reaches the parent
+            send.send(RuntimeError(f"{type(outcome).__name__}: {outcome}\n{traceback.format_exc()}"))
 
 
 def _stop_when_parent_dies(parent: int) -> None:
@@ -111,7 +126,7 @@ def _stop_when_parent_dies(parent: int) -> None:
 
 @dataclass(frozen=True)
 class Inherited:
-    """What a child must share with this process that spawning does not carry: what it prints (the CLI's
+    """What a child must share with this process that a fresh interpreter lacks: what it prints (the CLI's
     -v and --quiet: logger levels, transformers' progress bars) and the tasks registered in code."""
 
     levels: dict[str, int]

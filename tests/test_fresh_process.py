@@ -3,24 +3,23 @@ raised here as themselves, and a stop or a death of either process losing nothin
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from mtl_tickets import registry
 from mtl_tickets import train as train_module
 from mtl_tickets.config import load_config
 from mtl_tickets.fresh_process import train_run
-from mtl_tickets.registry import TaskSpec, TsvSource
 from mtl_tickets.schema import ConfigError
 from mtl_tickets.tickets import find_super_tickets
 
 from .test_resume import checkpoint_step, start, wait_for_step
 from .test_tickets import lean_sweep
 
-pytestmark = pytest.mark.slow  # spawned processes, each importing torch
+pytestmark = pytest.mark.slow  # fresh processes, each importing torch
 
 
 def test_a_sweep_scores_the_same_with_each_run_in_its_own_process(tiny_model_dir, glue_slice, tmp_path, monkeypatch):
@@ -52,15 +51,34 @@ def test_a_failure_in_the_runs_process_is_raised_here_as_itself(tiny_model_dir, 
     assert any("in its fresh process" in note for note in fresh.value.__notes__)  # the child's traceback
 
 
-def test_a_task_registered_in_code_trains_in_a_runs_own_process(tiny_model_dir, glue_slice, tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_extra", {})
-    registry.register_task(TaskSpec(name="nli3", labels=["entailment", "neutral", "contradiction"],
-                                    tsv=TsvSource(dir="MNLI", text=["sentence1", "sentence2"], label="gold_label",
-                                                  dev=["dev_matched"])))
-    cfg = load_config(None, ["tasks=[nli3]", f"model.name={tiny_model_dir}", f"data.glue_dir={glue_slice}",
-                             "train.epochs=1", "train.batch_size=8", "data.max_seq_len=24", f"output_dir={tmp_path / 'run'}",
-                             f"data.cache_dir={tmp_path / 'cache'}", "train.process_per_run=true"])
-    assert list(train_run(cfg, progress=False).results["last"]["tasks"]) == ["nli3"]
+UNGUARDED_SCRIPT = """
+import sys
+import mtl_tickets as mt
+from mtl_tickets import registry
+from mtl_tickets.registry import TaskSpec, TsvSource
+
+registry.register_task(TaskSpec(name="nli3", labels=["entailment", "neutral", "contradiction"],
+                                tsv=TsvSource(dir="MNLI", text=["sentence1", "sentence2"], label="gold_label",
+                                              dev=["dev_matched"])))
+model, glue, out = sys.argv[1:]
+cfg = mt.load_config(None, ["tasks=[nli3]", f"model.name={model}", f"data.glue_dir={glue}", f"output_dir={out}",
+                            f"data.cache_dir={out}/cache", "train.epochs=1", "train.batch_size=8", "data.max_seq_len=24",
+                            "tickets.kinds=[winning]", "tickets.sparsities=[0.5]", "tickets.confirm_seeds=[]",
+                            "train.process_per_run=true"])
+print(mt.find_super_tickets(cfg, progress=False).tickets["nli3"].info["kind"])
+"""
+
+
+def test_a_script_without_a_main_guard_runs_a_sweep_of_a_task_it_registered(tiny_model_dir, glue_slice, tmp_path):
+    """No `if __name__ == "__main__"` and a task registered in code: the runs' processes neither run the
+    script's top level again nor miss the task."""
+    script = tmp_path / "sweep.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), str(tiny_model_dir), str(glue_slice), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() in (["full"], ["winning"])
+    assert sorted(p.name for p in (tmp_path / "out" / "nli3").glob("*-s1")) == ["full-s1", "winning-0.5-s1"]
 
 
 def sweep_cmd(tiny_model_dir, glue_slice, out):
@@ -72,11 +90,11 @@ def sweep_cmd(tiny_model_dir, glue_slice, out):
 
 
 def run_process_of(parent_pid: int) -> int:
-    """The spawned child training the run (Linux: /proc lists a process's children)."""
+    """The fresh process training the run (Linux: /proc lists a process's children)."""
     deadline = time.time() + 60
     while time.time() < deadline:
         for pid in Path(f"/proc/{parent_pid}/task/{parent_pid}/children").read_text().split():
-            if "multiprocessing.spawn" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "):
+            if "child_main" in Path(f"/proc/{pid}/cmdline").read_text():
                 return int(pid)
         time.sleep(0.05)
     raise AssertionError("no run process was started")
