@@ -46,6 +46,11 @@ def machine() -> dict:
             "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
+def resident_mib() -> float:
+    """This process's resident memory in MiB (Linux: /proc/self/statm)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def write_result(name: str, result: dict) -> Path:
     """benchmarks/results/<name>.json with protocol, command, machine."""
     RESULTS.mkdir(parents=True, exist_ok=True)

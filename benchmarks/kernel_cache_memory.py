@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, default_model_and_ticket, write_result
+from common import RESULTS, default_model_and_ticket, resident_mib, write_result
 
 from mtl_tickets import kernel_cache
 
@@ -36,10 +36,6 @@ VARIANTS = {  # name: (oneDNN's cache capacity, one batch repeated, data.pad_to_
     "16,384, one batch repeated": ("16384", True, 1),
     "16,384, batch lengths padded to a multiple of 8": ("16384", False, 8),
 }
-
-
-def resident_mib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def child(glue_dir: str, steps: int, one_batch: bool, multiple: int, work: Path) -> dict:

@@ -38,16 +38,17 @@ from mtl_tickets.tickets import curve_cell
 # the child: the CLI itself, logging its resident memory as each run returns (after the run gave back what it
 # freed, where it does), with the before-variant's allocator patched to never give memory back
 CHILD = """
-import json, os, resource, sys
-from pathlib import Path
+import json, resource, sys
 from mtl_tickets import allocator, cli, tickets
-variant, log = sys.argv.pop(1), sys.argv.pop(1)
+variant, log, benchmarks = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)
+sys.path.insert(0, benchmarks)
+from common import resident_mib
 if variant == "never":
     allocator.give_back_freed_memory = lambda: None
 train_run = tickets.train_run
 def train_and_log(cfg, progress=True):
     result = train_run(cfg, progress)
-    resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    resident = resident_mib()
     run_processes = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     with open(log, "a") as f:
         f.write(json.dumps([result.output_dir.name, round(resident), round(run_processes)]) + "\\n")
@@ -72,7 +73,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a whole sweep each time: a resumed one would skip finished runs
     out.mkdir(parents=True)
     log = out / "resident.jsonl"
-    cmd = [sys.executable, "-c", CHILD, allocator, str(log), "tickets", "find", "--config", args.config, "--task", args.task,
+    cmd = [sys.executable, "-c", CHILD, allocator, str(log), str(Path(__file__).resolve().parent),
+           "tickets", "find", "--config", args.config, "--task", args.task,
            "--glue-dir", args.glue_dir, "--output-dir", str(out), "--quiet", f"--epochs={args.epochs}",
            f"--max-train-examples={args.max_train_examples}", f"--max-eval-examples={args.max_eval_examples}",
            f"--set=tickets.confirm_seeds={args.confirm_seeds}", *(f"--set={s}" for s in settings)]
@@ -83,7 +85,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         raise SystemExit(f"{name}: tickets find exited with status {status}")
     chosen = json.loads((out / "tickets.json").read_text())["tickets"][args.task]
     returned = [json.loads(line) for line in log.read_text().splitlines()]
-    return {"command": " ".join(cmd[5:]), "environment": env, "seconds": time.perf_counter() - start,
+    return {"command": " ".join(cmd[6:]), "environment": env, "seconds": time.perf_counter() - start,
             "peak_mib": round(usage.ru_maxrss / 1024),
             "as_each_run_returned": [{"run": run, "mib": mib, "largest_run_process_mib": largest}
                                      for run, mib, largest in returned],  # full-s1 twice: trained, then read as a cell
