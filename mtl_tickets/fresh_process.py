@@ -80,9 +80,9 @@ def in_fresh_process(what: str, fn: Callable[..., T], *args) -> T:
         child.wait()
     if isinstance(outcome, BaseException):
         raise outcome
+    if forward.requested:  # a stop that came as the child was finishing is not lost: the command stops here
+        raise TrainingInterrupted(f"stopped after {what} finished" if outcome else f"stopped before {what} could save anything")
     if outcome is None:
-        if forward.requested:
-            raise TrainingInterrupted(f"stopped before {what} could save anything")
         raise RunProcessDied(f"the process of {what} died (exit code {child.returncode}, e.g. out of memory); "
                              "rerun the same command to resume from the last checkpoint")
     return outcome[0]

@@ -12,9 +12,10 @@ import pytest
 
 from mtl_tickets import train as train_module
 from mtl_tickets.config import load_config
-from mtl_tickets.fresh_process import train_run
+from mtl_tickets.fresh_process import in_fresh_process, train_run
 from mtl_tickets.schema import ConfigError
 from mtl_tickets.tickets import find_super_tickets
+from mtl_tickets.train import TrainingInterrupted
 
 from .test_resume import checkpoint_step, start, wait_for_step
 from .test_tickets import lean_sweep
@@ -49,6 +50,19 @@ def test_a_failure_in_the_runs_process_is_raised_here_as_itself(tiny_model_dir, 
         train_run(cfg, progress=False)
     assert str(fresh.value) == str(here.value)
     assert any("in its fresh process" in note for note in fresh.value.__notes__)  # the child's traceback
+
+
+def stop_the_parent_then_finish() -> int:
+    """Run in the child: SIGTERM the command after the work is done, then return (the forwarded signal ignored)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.kill(os.getppid(), signal.SIGTERM)
+    time.sleep(1)
+    return 1
+
+
+def test_a_stop_that_comes_as_the_child_finishes_still_stops_the_command():
+    with pytest.raises(TrainingInterrupted, match="stopped after the call finished"):
+        in_fresh_process("the call", stop_the_parent_then_finish)
 
 
 UNGUARDED_SCRIPT = """
