@@ -54,9 +54,14 @@ def apart(cfg: Config) -> bool:
 
 def train_run(cfg: Config, progress: bool = True) -> RunResult:
     """`train(cfg)`, in a fresh process where `apart(cfg)`; a finished run is only read, here."""
-    if not apart(cfg) or finished_results(Path(cfg.output_dir)):
+    if finished_results(Path(cfg.output_dir)):
         return train(cfg, progress)
-    return in_fresh_process(f"the run in {cfg.output_dir}", train, cfg, progress)
+    return heavy_step(cfg, f"the run in {cfg.output_dir}", train, cfg, progress)
+
+
+def heavy_step(cfg: Config, what: str, fn: Callable[..., T], *args) -> T:
+    """`fn(*args)`: in a fresh process where `apart(cfg)`, else in this one."""
+    return in_fresh_process(what, fn, *args) if apart(cfg) else fn(*args)
 
 
 def in_fresh_process(what: str, fn: Callable[..., T], *args) -> T:

@@ -32,7 +32,7 @@ from .masks import SWEEP_DIR, Ticket, TicketSet
 from .metrics import HELDOUT, task_score
 from .pruning import levels, nested_tickets
 from .stats import PairedDifference
-from .fresh_process import apart, in_fresh_process, train_run
+from .fresh_process import heavy_step, train_run
 from .validation import validate
 
 
@@ -118,10 +118,7 @@ def task_scores(cfg: Config, spec: registry.TaskSpec, full_run: Path, path: Path
     """Importance scores on the fine-tuned full model over the training set (cached in `path`; computed
     in a fresh process where the runs are, fresh_process.py)."""
     if not path.is_file():
-        if apart(cfg):
-            in_fresh_process(f"the importance pass of {full_run}", write_scores, cfg, spec, full_run, path, progress)
-        else:
-            write_scores(cfg, spec, full_run, path, progress)
+        heavy_step(cfg, f"the importance pass of {full_run}", write_scores, cfg, spec, full_run, path, progress)
     return Scores.from_json(json.loads(path.read_text())), load_shape(cfg.model.name)
 
 
