@@ -154,11 +154,12 @@ def lr_args(grid: Grid) -> list[str] | None:
     return v2_compare(grid, f"lr{LRS[1]:g}-e{epochs}", epochs, LRS[1], ["single_full"], SELECTION_SEEDS)
 
 
-def seed_glue_averages(table: Path, contender: str) -> dict[int, float]:
-    """A contender's GLUE average per seed (each task at its best epoch), from compare's table; {} if absent."""
+def seed_glue_averages(table: Path, contender: str, selection: str = "per_task") -> dict[int, float]:
+    """A contender's GLUE average per seed under one of compare's selection rules (`per_task`: each task at
+    its best epoch; `checkpoint`: a joint run's one best checkpoint), from its table; {} if absent."""
     if not table.is_file():
         return {}
-    rows = [r for r in csv.DictReader(table.open()) if r["selection"] == "per_task" and r["contender"] == contender]
+    rows = [r for r in csv.DictReader(table.open()) if r["selection"] == selection and r["contender"] == contender]
     return {int(r["seed"]): float(r["glue_average"]) for r in rows}
 
 
