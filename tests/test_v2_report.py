@@ -102,10 +102,15 @@ def test_the_report_reads_every_claim_with_paired_statistics(tmp_path):
 def test_an_unfinished_grid_claims_nothing_and_says_how_to_continue(tmp_path):
     grid = tmp_path / "grid"
     write_sweeps(grid, "dev", tasks=("rte",))
+    compare = grid / "runs" / "v2" / "compare"
+    compare.mkdir(parents=True)
+    (compare / "comparison_joint_full.md").write_text("## Each task at its own best epoch\n\n| joint_full | 67.67 |\n")
     files = report(grid, tmp_path / "out")
     assert "rte: best winning ticket" in files["v2_claims"] and "GLUE average" not in files["v2_claims"]
     assert "(b)" not in files["v2_claims"] and "(c)" not in files["v2_claims"] and "(d)" not in files["v2_claims"]
     assert "Not finished yet" in files["v2_convergence"] and "Not finished yet" in files["v2_comparison"]
+    assert "## joint_full alone, seeds 2-6 (its stage's table)\n\n### Each task at its own best epoch\n\n| joint_full | 67.67 |" \
+           in files["v2_comparison"]  # a finished contender stage's table, shown until the table of all
     assert "### rte (m)" in files["v2_phase_transition"] and "Super ticket: **winning at sparsity 0.1**" in files["v2_phase_transition"]
 
 
