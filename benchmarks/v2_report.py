@@ -185,13 +185,13 @@ def confirmed_super_ticket(info: dict) -> list[float]:
 def comparison(grid: Path, commands: dict[str, str]) -> list[str]:
     """compare's table of every contender; until the grid's last comparison stage writes it, the tables of
     the contender stages that have finished (each contender alone, no differences)."""
-    folder = grid / "runs" / "v2" / "compare"
+    folder, title = grid / "runs" / "v2" / "compare", "Tickets-Share vs MT-DNN vs single-task"
     if (folder / "comparison.md").is_file() and "v2-compare" in commands:
-        return header("Tickets-Share vs MT-DNN vs single-task", commands, ["v2-compare"]) + [
+        return header(title, commands, ["v2-compare"]) + [
             "Seeds 2-6; the super tickets are the dev-selected ones (each task's sweep, merged).", "", section(folder / "comparison.md")]
     finished = sorted(folder.glob("comparison_*.md"))
     stages = [f"v2-compare-{f.stem.removeprefix('comparison_')}" for f in finished]
-    lines = header("Tickets-Share vs MT-DNN vs single-task", commands, stages) + [
+    lines = header(title, commands, stages) + [
         "The table of every contender, with their paired differences, is written by the grid's last comparison stage. " + PENDING]
     for table, stage in zip(finished, stages, strict=True):
         lines += ["", f"## {stage.removeprefix('v2-compare-')} alone, seeds 2-6 (its stage's table)", "", section(table)]
