@@ -73,19 +73,19 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a whole sweep each time: a resumed one would skip finished runs
     out.mkdir(parents=True)
     log = out / "resident.jsonl"
-    cmd = [sys.executable, "-c", CHILD, allocator, str(log), str(Path(__file__).resolve().parent),
-           "tickets", "find", "--config", args.config, "--task", args.task,
-           "--glue-dir", args.glue_dir, "--output-dir", str(out), "--quiet", f"--epochs={args.epochs}",
-           f"--max-train-examples={args.max_train_examples}", f"--max-eval-examples={args.max_eval_examples}",
-           f"--set=tickets.confirm_seeds={args.confirm_seeds}", *(f"--set={s}" for s in settings)]
+    recipe = ["tickets", "find", "--config", args.config, "--task", args.task,
+              "--glue-dir", args.glue_dir, "--output-dir", str(out), "--quiet", f"--epochs={args.epochs}",
+              f"--max-train-examples={args.max_train_examples}", f"--max-eval-examples={args.max_eval_examples}",
+              f"--set=tickets.confirm_seeds={args.confirm_seeds}", *(f"--set={s}" for s in settings)]
     start = time.perf_counter()
-    child = subprocess.Popen(cmd, env={**os.environ, **env})
+    child = subprocess.Popen([sys.executable, "-c", CHILD, allocator, str(log), str(Path(__file__).resolve().parent), *recipe],
+                             env={**os.environ, **env})
     _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
         raise SystemExit(f"{name}: tickets find exited with status {status}")
     chosen = json.loads((out / "tickets.json").read_text())["tickets"][args.task]
     returned = [json.loads(line) for line in log.read_text().splitlines()]
-    return {"command": " ".join(cmd[6:]), "environment": env, "seconds": time.perf_counter() - start,
+    return {"command": " ".join(recipe), "environment": env, "seconds": time.perf_counter() - start,
             "peak_mib": round(usage.ru_maxrss / 1024),
             "as_each_run_returned": [{"run": run, "mib": mib, "largest_run_process_mib": largest}
                                      for run, mib, largest in returned],  # full-s1 twice: trained, then read as a cell
