@@ -6,9 +6,10 @@ priority order as soon as the stages they read have finished, `--workers` at a t
 H200 mostly idle, so a few processes share it; on 2 CPU cores, one). No stage starts in the last
 `--reserve-minutes` of `--budget-minutes`; at the budget (or when the grid itself gets SIGTERM or Ctrl-C)
 the running ones get SIGTERM (the run in progress saves a checkpoint, every finished run stays); with
-`--between-runs`, a stage is stopped as soon as it finishes a run inside that reserve, so the run it cuts
-off has barely begun. Everything lands under --out ($OUT) while the grid runs, so a cut-off call still
-returns what it finished:
+`--between-runs`, a stage is stopped as soon as it finishes a run inside that reserve or when a run as
+long as its longest so far would not end before the budget, so no run is begun that the budget cuts off
+(unless it is a stage's first, whose length the grid cannot know yet). Everything lands under --out ($OUT)
+while the grid runs, so a cut-off call still returns what it finished:
 
     runs/        the light files of every finished run (results, config, tickets, curves, tables)
     cells.jsonl  one line per finished run: its tasks, seed, recipe and best-epoch dev scores
@@ -25,8 +26,8 @@ carried along, the encoder as fp16 and the GLUE files):
 A later call continues where one stopped when the earlier $OUT is carried back (`--resume-from`).
 On this CPU, mini-GLUE v2 only, one session's worth at a time into a committed folder (run directories
 stay in runs/, so a stopped run resumes from its checkpoint where runs/ survives; on a fresh machine
-only finished runs carry over, hence a reserve as long as the longest run to stop in, CoLA's ticket runs
-at about 13 minutes):
+only finished runs carry over, hence `--between-runs`; the reserve keeps a new stage from starting where
+its first run, CoLA's ticket runs at about 13 minutes, could not finish):
 
     python benchmarks/protocol_grid.py --protocols v2 --no-adaptive --workers 1 --budget-minutes 150 \
         --reserve-minutes 14 --between-runs \
@@ -83,6 +84,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 from common import machine, mirror
@@ -284,22 +286,32 @@ class Running:
     started: float
     out_dir: Path  # where its runs are (its --output-dir)
     stopped_at: float | None = None  # when it was sent SIGTERM
-    runs_at_reserve: int | None = None  # its finished runs when the reserve window opened
+    runs_seen: int | None = None  # finished runs under out_dir at the last look (the first look counts earlier calls')
+    run_ends: list[float] = field(default_factory=list)  # when each run this call finished was seen
 
-    def finished_another_run(self) -> bool:
-        """In the reserve window: whether a run of this stage finished since the window opened (so the
-        run it is on now has only just begun)."""
+    def finished_a_run(self) -> bool:
+        """Whether a run of this stage finished since the last look (noting when)."""
         done = sum(1 for _ in self.out_dir.rglob("results.json"))
-        if self.runs_at_reserve is None:
-            self.runs_at_reserve = done
-        return done > self.runs_at_reserve
+        finished = self.runs_seen is not None and done > self.runs_seen
+        if finished:
+            self.run_ends.append(time.time())
+        self.runs_seen = done
+        return finished
+
+    def longest_run(self) -> float:
+        """The longest a run of this stage takes: the most training time any of its runs recorded, in any
+        call (a run resumed from a checkpoint carries its earlier time), or the longest this call waited for
+        one to finish, counted from the stage's start (so start-up and the work between runs are in it)."""
+        trained = [json.loads(p.read_text())["seconds"] for p in self.out_dir.rglob("results.json")]
+        waited = [b - a for a, b in pairwise([self.started, *self.run_ends])]
+        return max([*trained, *waited], default=0.0)
 
 
 def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserve: float, between_runs: bool = False,
              every: float = 15) -> dict[str, str]:
     """Start ready stages in priority order until `reserve` seconds before `stop_at`; SIGTERM what still
-    runs at `stop_at` or, with `between_runs`, a stage as soon as it finishes a run in the reserve window.
-    Returns each stage's final status."""
+    runs at `stop_at` or, with `between_runs`, a stage as soon as it finishes a run after which the next
+    would not fit (`next_run_fits`). Returns each stage's final status."""
     status: dict[str, str] = {}
     running: dict[str, Running] = {}
     last_mirror = time.time()
@@ -330,8 +342,8 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
             todo = []
         if time.time() >= stop_at:
             stop(running.values())
-        elif between_runs and time.time() >= stop_at - reserve:
-            stop([r for r in running.values() if r.stopped_at or r.finished_another_run()])
+        elif between_runs:
+            stop([r for r in running.values() if r.stopped_at or (r.finished_a_run() and not next_run_fits(r, stop_at, reserve))])
         if time.time() - last_mirror >= every:
             mirror(grid.runs, grid.out / "runs")
             last_mirror = time.time()
@@ -341,6 +353,13 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
     if stop_at < budget_at:
         grid.event("grid", "stopped", why="a signal")
     return status
+
+
+def next_run_fits(r: Running, stop_at: float, reserve: float) -> bool:
+    """With `--between-runs`, after a stage finishes a run: go on only outside the reserve window and when
+    a run as long as its longest so far would end before the budget (a run cut off is lost where runs/ is)."""
+    now = time.time()
+    return now < stop_at - reserve and now + r.longest_run() < stop_at
 
 
 def stop(running) -> None:
@@ -443,8 +462,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-minutes", type=float, default=8.5, help="No stage runs past this (default 8.5).")
     parser.add_argument("--reserve-minutes", type=float, default=0.5, help="No stage starts in this last part of the budget.")
-    parser.add_argument("--between-runs", action="store_true", help="In the reserve window, stop a stage as soon "
-                        "as it finishes a run (for a machine whose runs/ may not survive: a run cut off mid-way is lost).")
+    parser.add_argument("--between-runs", action="store_true", help="Stop a stage as soon as it finishes a run "
+                        "inside the reserve or after which a run as long as its longest so far would not end before the "
+                        "budget (for a machine whose runs/ may not survive: a run cut off mid-way is lost).")
     parser.add_argument("--workers", type=int, default=4, help="Stages run at once.")
     parser.add_argument("--carry", default="gpu_carry", help="What benchmarks/gpu_carry.py wrote.")
     parser.add_argument("--model", help="Encoder folder (default: CARRY/minilm-l6).")

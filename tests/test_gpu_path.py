@@ -128,6 +128,44 @@ def test_protocol_grid_between_runs_stops_a_stage_once_it_finishes_a_run_in_the_
     assert last["event"] == "stopped" and 1 <= last["runs"] < 2 * len(MINI_GLUE)
 
 
+NEXT_RUN_FITS = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from protocol_grid import Running, next_run_fits
+out = Path(sys.argv[1])
+r = Running(None, None, time.time() - 100, out)
+
+
+def finish(run, seconds):
+    (out / run).mkdir(parents=True)
+    (out / run / "results.json").write_text(json.dumps({"seconds": seconds}))
+
+
+finish("a", 30)  # a run an earlier call finished
+looks = [r.finished_a_run()]
+finish("b", 20)  # one this call finished
+looks += [r.finished_a_run(), r.finished_a_run()]
+r.run_ends = []
+trained = r.longest_run()  # no wait counted: the recorded training times alone
+r.run_ends = [r.started + 40, r.started + 90]  # seen finishing 40 and 50 s apart
+now = time.time()
+print(json.dumps({"looks": looks, "longest": [trained, r.longest_run()], "fits": [
+    next_run_fits(r, now + 60, 0), next_run_fits(r, now + 40, 0), next_run_fits(r, now + 600, 600)]}))
+"""
+
+
+def test_protocol_grid_between_runs_goes_on_only_when_a_run_as_long_as_the_longest_fits(tmp_path):
+    """The rule `--between-runs` stops a stage by: a run it finished is seen once (not the earlier calls');
+    its longest run is the most training time a run recorded (30 s, an earlier call's), or the longest wait
+    for one this call (50 s), whichever is more; that fits 60 s left but not 40; nothing goes on inside the reserve."""
+    done = run_python(NEXT_RUN_FITS, str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    assert seen["looks"] == [False, True, False] and seen["longest"] == [30, pytest.approx(50)]
+    assert seen["fits"] == [True, False, False]
+
+
 @pytest.mark.slow
 def test_protocol_grid_stopped_by_sigterm_records_what_its_stage_finished(tiny_model_dir, glue_slice, tmp_path):
     """SIGTERM to the grid (a session's end, `kill`) ends its budget now: the running stage is stopped
