@@ -188,14 +188,43 @@ def comparison(grid: Path, commands: dict[str, str]) -> list[str]:
     folder, title = grid / "runs" / "v2" / "compare", "Tickets-Share vs MT-DNN vs single-task"
     if (folder / "comparison.md").is_file() and "v2-compare" in commands:
         return header(title, commands, ["v2-compare"]) + [
-            "Seeds 2-6; the super tickets are the dev-selected ones (each task's sweep, merged).", "", section(folder / "comparison.md")]
+            "Seeds 2-6; the super tickets are the dev-selected ones (each task's sweep, merged).", "",
+            section(folder / "comparison.md")] + last_epoch_bests(folder)
     finished = sorted(folder.glob("comparison_*.md"))
     stages = [f"v2-compare-{f.stem.removeprefix('comparison_')}" for f in finished]
     lines = header(title, commands, stages) + [
         "The table of every contender, with their paired differences, is written by the grid's last comparison stage. " + PENDING]
     for table, stage in zip(finished, stages, strict=True):
         lines += ["", f"## {stage.removeprefix('v2-compare-')} alone, seeds 2-6 (its stage's table)", "", section(table)]
+    return lines + last_epoch_bests(folder)
+
+
+def last_epoch_bests(folder: Path) -> list[str]:
+    """Which finished joint runs have a best on their last epoch: models that may still have been improving
+    at the budget the convergence check chose on single-task runs (where no best was the last epoch)."""
+    contenders: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("joint_*/joint-s*/results.json")):
+        contenders.setdefault(path.parent.parent.name, []).append(path)
+    if not contenders:
+        return []
+    lines = ["", "## Bests on the last epoch", "",
+             "Each finished joint run (`sN`: seed N): the tasks whose best dev epoch is its last, and whether its best",
+             "checkpoint (the one-model rule) is. Step 1's single-task runs had none at this budget.", "",
+             "| contender | runs | task bests on the last epoch | one-model bests on the last epoch |", "|---|---|---|---|"]
+    for contender, paths in contenders.items():
+        tasks, models, task_bests = [], [], 0
+        for path in paths:
+            run, seed = json.loads(path.read_text()), path.parent.name.removeprefix("joint-")
+            last = max(h["epoch"] for h in run["history"])
+            tasks += [f"{task} {seed}" for task, best in run["per_task_best"].items() if best["epoch"] == last]
+            models += [seed] if run["best"]["epoch"] == last else []
+            task_bests += len(run["per_task_best"])
+        lines.append(f"| {contender} | {len(paths)} | {listed(tasks, task_bests)} | {listed(models, len(paths))} |")
     return lines
+
+
+def listed(found: list[str], of: int) -> str:
+    return f"{len(found)} of {of}" + (f": {', '.join(found)}" if found else "")
 
 
 def section(markdown: Path) -> str:

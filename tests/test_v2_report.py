@@ -114,6 +114,28 @@ def test_an_unfinished_grid_claims_nothing_and_says_how_to_continue(tmp_path):
     assert "### rte (m)" in files["v2_phase_transition"] and "Super ticket: **winning at sparsity 0.1**" in files["v2_phase_transition"]
 
 
+def joint_run(folder: Path, best_epochs: dict[str, int], model_best: int, epochs: int = 10) -> None:
+    """A finished joint run's results.json, as far as the last-epoch table reads it."""
+    folder.mkdir(parents=True)
+    folder.joinpath("results.json").write_text(json.dumps({
+        "history": [{"epoch": float(e)} for e in range(1, epochs + 1)], "best": {"epoch": float(model_best)},
+        "per_task_best": {task: {"epoch": float(e)} for task, e in best_epochs.items()}}))
+
+
+@pytest.mark.slow
+def test_the_comparison_names_the_joint_runs_whose_bests_fall_on_their_last_epoch(tmp_path):
+    """Still improving at the budget? Each task best and best checkpoint on the last epoch is named, per
+    contender, from the finished runs alone (an unfinished run has no results.json)."""
+    compare = tmp_path / "grid" / "runs" / "v2" / "compare"
+    joint_run(compare / "joint_full" / "joint-s2", {"cola": 10, "rte": 4}, model_best=10)
+    joint_run(compare / "joint_full" / "joint-s3", {"cola": 7, "rte": 10}, model_best=8)
+    joint_run(compare / "joint_tickets" / "joint-s2", {"cola": 9, "rte": 3}, model_best=9)
+    (compare / "joint_tickets" / "joint-s3").mkdir()
+    comparison = report(tmp_path / "grid", tmp_path / "out")["v2_comparison"]
+    assert "| joint_full | 2 | 2 of 4: cola s2, rte s3 | 1 of 2: s2 |" in comparison
+    assert "| joint_tickets | 1 | 0 of 2 | 0 of 1 |" in comparison
+
+
 @pytest.mark.slow
 def test_claim_c_is_read_over_the_finished_tasks_and_names_them(tmp_path):
     grid = tmp_path / "grid"
