@@ -343,7 +343,8 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
         if time.time() >= stop_at:
             stop(running.values())
         elif between_runs:
-            stop([r for r in running.values() if r.stopped_at or (r.finished_a_run() and not next_run_fits(r, stop_at, reserve))])
+            stop([r for r in running.values()
+                  if r.stopped_at or (r.finished_a_run() and not next_run_fits(r, time.time(), stop_at, reserve))])
         if time.time() - last_mirror >= every:
             mirror(grid.runs, grid.out / "runs")
             last_mirror = time.time()
@@ -355,10 +356,9 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
     return status
 
 
-def next_run_fits(r: Running, stop_at: float, reserve: float) -> bool:
+def next_run_fits(r: Running, now: float, stop_at: float, reserve: float) -> bool:
     """With `--between-runs`, after a stage finishes a run: go on only outside the reserve window and when
     a run as long as its longest so far would end before the budget (a run cut off is lost where runs/ is)."""
-    now = time.time()
     return now < stop_at - reserve and now + r.longest_run() < stop_at
 
 

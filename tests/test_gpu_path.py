@@ -151,7 +151,7 @@ trained = r.longest_run()  # no wait counted: the recorded training times alone
 r.run_ends = [r.started + 40, r.started + 90]  # seen finishing 40 and 50 s apart
 now = time.time()
 print(json.dumps({"looks": looks, "longest": [trained, r.longest_run()], "fits": [
-    next_run_fits(r, now + 60, 0), next_run_fits(r, now + 40, 0), next_run_fits(r, now + 600, 600)]}))
+    next_run_fits(r, now, now + 60, 0), next_run_fits(r, now, now + 40, 0), next_run_fits(r, now, now + 600, 600)]}))
 """
 
 
