@@ -34,6 +34,7 @@ from mtl_tickets.tickets import Cell, curve_cell, winning_vs_full
 RESULTS = Path(__file__).parent / "results"
 SWEEPS = {"dev": "selected on dev (the paper's rule)", "heldout": "selected on a held-out 10 % of train",
           "dev-paper": "the paper's sweep shape (10 % of heads with one whole FFN layer per step), selected on dev"}
+LATE = 3  # epochs: how far back the last-epoch table looks for a climb at the end of a joint run
 PENDING = "Not finished yet: `python benchmarks/protocol_grid.py ...` continues the grid (its docstring)."
 
 
@@ -209,17 +210,24 @@ def last_epoch_bests(folder: Path) -> list[str]:
         return []
     lines = ["", "## Bests on the last epoch", "",
              "Each finished joint run (`sN`: seed N): the tasks whose best dev epoch is its last, and whether its best",
-             "checkpoint (the one-model rule) is. Step 1's single-task runs had none at this budget.", "",
-             "| contender | runs | task bests on the last epoch | one-model bests on the last epoch |", "|---|---|---|---|"]
+             "checkpoint (the one-model rule) is. Step 1's single-task runs had none at this budget. The last column",
+             f"asks whether the runs were still climbing: the GLUE average on the last epoch minus {LATE} epochs before,",
+             "paired by seed.", "",
+             f"| contender | runs | task bests on the last epoch | one-model bests on the last epoch | last epoch minus {LATE} before |",
+             "|---|---|---|---|---|"]
     for contender, paths in contenders.items():
-        tasks, models, task_bests = [], [], 0
+        tasks, models, task_bests, last_scores, before = [], [], 0, [], []
         for path in paths:
             run, seed = json.loads(path.read_text()), path.parent.name.removeprefix("joint-")
             last = max(h["epoch"] for h in run["history"])
             tasks += [f"{task} {seed}" for task, best in run["per_task_best"].items() if best["epoch"] == last]
             models += [seed] if run["best"]["epoch"] == last else []
             task_bests += len(run["per_task_best"])
-        lines.append(f"| {contender} | {len(paths)} | {listed(tasks, task_bests)} | {listed(models, len(paths))} |")
+            last_scores.append(run["history"][-1]["glue_average"])
+            before.append(run["history"][-1 - LATE]["glue_average"])
+        climb = PairedDifference.of(last_scores, before)
+        lines.append(f"| {contender} | {len(paths)} | {listed(tasks, task_bests)} | {listed(models, len(paths))} | "
+                     f"{climb.mean:+.2f}, {verdict(climb)} |")
     return lines
 
 

@@ -114,11 +114,13 @@ def test_an_unfinished_grid_claims_nothing_and_says_how_to_continue(tmp_path):
     assert "### rte (m)" in files["v2_phase_transition"] and "Super ticket: **winning at sparsity 0.1**" in files["v2_phase_transition"]
 
 
-def joint_run(folder: Path, best_epochs: dict[str, int], model_best: int, epochs: int = 10) -> None:
-    """A finished joint run's results.json, as far as the last-epoch table reads it."""
+def joint_run(folder: Path, best_epochs: dict[str, int], model_best: int, climb: float, epochs: int = 10) -> None:
+    """A finished joint run's results.json, as far as the last-epoch table reads it: its GLUE average
+    rises by `climb` per epoch."""
     folder.mkdir(parents=True)
     folder.joinpath("results.json").write_text(json.dumps({
-        "history": [{"epoch": float(e)} for e in range(1, epochs + 1)], "best": {"epoch": float(model_best)},
+        "history": [{"epoch": float(e), "glue_average": 60 + climb * e} for e in range(1, epochs + 1)],
+        "best": {"epoch": float(model_best)},
         "per_task_best": {task: {"epoch": float(e)} for task, e in best_epochs.items()}}))
 
 
@@ -127,13 +129,14 @@ def test_the_comparison_names_the_joint_runs_whose_bests_fall_on_their_last_epoc
     """Still improving at the budget? Each task best and best checkpoint on the last epoch is named, per
     contender, from the finished runs alone (an unfinished run has no results.json)."""
     compare = tmp_path / "grid" / "runs" / "v2" / "compare"
-    joint_run(compare / "joint_full" / "joint-s2", {"cola": 10, "rte": 4}, model_best=10)
-    joint_run(compare / "joint_full" / "joint-s3", {"cola": 7, "rte": 10}, model_best=8)
-    joint_run(compare / "joint_tickets" / "joint-s2", {"cola": 9, "rte": 3}, model_best=9)
+    joint_run(compare / "joint_full" / "joint-s2", {"cola": 10, "rte": 4}, model_best=10, climb=0.5)
+    joint_run(compare / "joint_full" / "joint-s3", {"cola": 7, "rte": 10}, model_best=8, climb=0.6)
+    joint_run(compare / "joint_tickets" / "joint-s2", {"cola": 9, "rte": 3}, model_best=9, climb=0.0)
     (compare / "joint_tickets" / "joint-s3").mkdir()
     comparison = report(tmp_path / "grid", tmp_path / "out")["v2_comparison"]
-    assert "| joint_full | 2 | 2 of 4: cola s2, rte s3 | 1 of 2: s2 |" in comparison
-    assert "| joint_tickets | 1 | 0 of 2 | 0 of 1 |" in comparison
+    assert ("| joint_full | 2 | 2 of 4: cola s2, rte s3 | 1 of 2: s2 | "
+            "+1.65, no detectable difference (95 % CI [-0.26, +3.56]) |") in comparison
+    assert "| joint_tickets | 1 | 0 of 2 | 0 of 1 | +0.00, no detectable difference (no 95 % CI: one seed) |" in comparison
 
 
 @pytest.mark.slow
