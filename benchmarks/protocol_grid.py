@@ -7,9 +7,10 @@ H200 mostly idle, so a few processes share it; on 2 CPU cores, one). No stage st
 `--reserve-minutes` of `--budget-minutes`; at the budget (or when the grid itself gets SIGTERM or Ctrl-C)
 the running ones get SIGTERM (the run in progress saves a checkpoint, every finished run stays); with
 `--between-runs`, a stage is stopped as soon as it finishes a run inside that reserve or when a run as
-long as its longest so far would not end before the budget, so no run is begun that the budget cuts off
-(unless it is a stage's first, whose length the grid cannot know yet). Everything lands under --out ($OUT)
-while the grid runs, so a cut-off call still returns what it finished:
+long as its longest so far would not end before the budget, and a stage is not started when a run as long
+as the longest its folder records (from any call) would not, so no run is begun that the budget cuts off
+(unless the folder records none yet). Everything lands under --out ($OUT) while the grid runs, so a cut-off
+call still returns what it finished:
 
     runs/        the light files of every finished run (results, config, tickets, curves, tables)
     cells.jsonl  one line per finished run: its tasks, seed, recipe and best-epoch dev scores
@@ -75,6 +76,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import signal
 import statistics
@@ -300,11 +302,16 @@ class Running:
 
     def longest_run(self) -> float:
         """The longest a run of this stage takes: the most training time any of its runs recorded, in any
-        call (a run resumed from a checkpoint carries its earlier time), or the longest this call waited for
-        one to finish, counted from the stage's start (so start-up and the work between runs are in it)."""
-        trained = [json.loads(p.read_text())["seconds"] for p in self.out_dir.rglob("results.json")]
+        call, or the longest this call waited for one to finish, counted from the stage's start (so start-up
+        and the work between runs are in it)."""
         waited = [b - a for a, b in pairwise([self.started, *self.run_ends])]
-        return max([*trained, *waited], default=0.0)
+        return max([longest_recorded(self.out_dir), *waited])
+
+
+def longest_recorded(out_dir: Path) -> float:
+    """The most training time a finished run under `out_dir` recorded (a run resumed from a checkpoint
+    carries its earlier time); 0 where none has finished. Stages that share a folder share this."""
+    return max((json.loads(p.read_text())["seconds"] for p in out_dir.rglob("results.json")), default=0.0)
 
 
 def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserve: float, between_runs: bool = False,
@@ -330,7 +337,7 @@ def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserv
         todo = skip_blocked(grid, todo, status, set(running))
         while len(running) < workers and time.time() < stop_at - reserve and (stage := next_ready(todo, status)):
             todo.remove(stage)
-            started = start(grid, stage)
+            started = start(grid, stage, stop_at if between_runs else math.inf)
             if started is None:
                 status[stage.name] = "skipped"
             else:
@@ -390,7 +397,9 @@ def skip_blocked(grid: Grid, todo: list[Stage], status: dict[str, str], running:
     return kept
 
 
-def start(grid: Grid, stage: Stage) -> Running | None:
+def start(grid: Grid, stage: Stage, stop_at: float) -> Running | None:
+    """The stage's command in a subprocess; not started when its inputs are missing or broken, or when a
+    run as long as the longest its folder records would not end by `stop_at` (`--between-runs`)."""
     try:
         cmd = stage.args(grid)
     except Exception as err:  # a broken input of one stage must not end the unattended grid
@@ -399,12 +408,16 @@ def start(grid: Grid, stage: Stage) -> Running | None:
     if cmd is None:
         grid.event(stage.name, "skipped", why="its inputs are missing")
         return None
+    out_dir = Path(cmd[cmd.index("--output-dir") + 1])
+    if time.time() + (longest := longest_recorded(out_dir)) >= stop_at:
+        grid.event(stage.name, "skipped", why=f"budget: its folder's longest run, {longest / 60:.0f} min, would not end before it")
+        return None
     log = (grid.out / "logs" / f"{stage.name}.log").open("w")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     grid.event(stage.name, "start", command=" ".join(cmd[1:]))
-    return Running(stage, proc, time.time(), Path(cmd[cmd.index("--output-dir") + 1]))
+    return Running(stage, proc, time.time(), out_dir)
 
 
 def finish(grid: Grid, r: Running) -> str:
@@ -464,7 +477,8 @@ def main() -> None:
     parser.add_argument("--reserve-minutes", type=float, default=0.5, help="No stage starts in this last part of the budget.")
     parser.add_argument("--between-runs", action="store_true", help="Stop a stage as soon as it finishes a run "
                         "inside the reserve or after which a run as long as its longest so far would not end before the "
-                        "budget (for a machine whose runs/ may not survive: a run cut off mid-way is lost).")
+                        "budget, and start none whose folder's longest run would not (for a machine whose runs/ may not "
+                        "survive: a run cut off mid-way is lost).")
     parser.add_argument("--workers", type=int, default=4, help="Stages run at once.")
     parser.add_argument("--carry", default="gpu_carry", help="What benchmarks/gpu_carry.py wrote.")
     parser.add_argument("--model", help="Encoder folder (default: CARRY/minilm-l6).")

@@ -117,15 +117,30 @@ def test_protocol_grid_with_no_budget_left_starts_nothing(tiny_model_dir, glue_s
 
 @pytest.mark.slow
 def test_protocol_grid_between_runs_stops_a_stage_once_it_finishes_a_run_in_the_reserve(tiny_model_dir, glue_slice, tmp_path):
-    """The reserve window opens 3 s in, before the stage (ten one-step runs) has finished its first run;
-    it is stopped once a run finishes in the window, with runs still to go (the 3-minute budget alone
-    would let all ten finish), and keeps what it finished."""
+    """The reserve window opens 12 s in (the grid itself may take 7 s to start on a busy CPU), about when
+    the stage (ten one-step runs) finishes its first run; it is stopped once a run finishes in the window, with
+    runs still to go (the 3-minute budget alone would let all ten finish), and keeps what it finished."""
     out = tmp_path / "out"
     done = grid(out, tmp_path / "runs", tiny_model_dir, glue_slice, "--tasks", *MINI_GLUE, "--stages", "v2-budget-e3",
-                "--budget-minutes", "3", "--reserve-minutes", "2.95", "--between-runs")
+                "--budget-minutes", "3", "--reserve-minutes", "2.8", "--between-runs")
     assert done.returncode == 0, done.stderr[-2000:]
     last = {e["stage"]: e for e in events(out)}["v2-budget-e3"]
     assert last["event"] == "stopped" and 1 <= last["runs"] < 2 * len(MINI_GLUE)
+
+
+@pytest.mark.slow  # a subprocess that imports torch: 10-40 s on the shared CPU
+def test_protocol_grid_between_runs_starts_no_stage_whose_longest_recorded_run_would_not_fit(tiny_model_dir, glue_slice,
+                                                                                              tmp_path):
+    """A stage whose folder records a 10-minute run (an earlier call's) is not started with 3 minutes of
+    budget left: on a fresh machine its next run would be cut off and lost."""
+    runs = tmp_path / "runs"
+    (runs / "v2" / "budget-e3" / "single_full-cola-s1").mkdir(parents=True)
+    (runs / "v2" / "budget-e3" / "single_full-cola-s1" / "results.json").write_text(json.dumps({"seconds": 600}))
+    done = grid(tmp_path / "out", runs, tiny_model_dir, glue_slice, "--stages", "v2-budget-e3", "--budget-minutes", "3",
+                "--between-runs")
+    assert done.returncode == 0, done.stderr[-2000:]
+    e3 = [e for e in events(tmp_path / "out") if e["stage"] == "v2-budget-e3"]
+    assert [e["event"] for e in e3] == ["skipped"] and e3[0]["why"].startswith("budget: its folder's longest run, 10 min")
 
 
 NEXT_RUN_FITS = """
