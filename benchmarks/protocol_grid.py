@@ -158,13 +158,14 @@ def lr_args(grid: Grid) -> list[str] | None:
     return v2_compare(grid, f"lr{LRS[1]:g}-e{epochs}", epochs, LRS[1], ["single_full"], SELECTION_SEEDS)
 
 
-def seed_glue_averages(table: Path, contender: str, selection: str = "per_task") -> dict[int, float]:
-    """A contender's GLUE average per seed under one of compare's selection rules (`per_task`: each task at
-    its best epoch; `checkpoint`: a joint run's one best checkpoint), from its table; {} if absent."""
+def seed_glue_averages(table: Path, contender: str, selection: str = "per_task", column: str = "glue_average") -> dict[int, float]:
+    """A contender's GLUE average (or a task's score: `column`) per seed under one of compare's selection
+    rules (`per_task`: each task at its best epoch; `checkpoint`: a joint run's one best checkpoint), from
+    its table; {} if absent."""
     if not table.is_file():
         return {}
     rows = [r for r in csv.DictReader(table.open()) if r["selection"] == selection and r["contender"] == contender]
-    return {int(r["seed"]): float(r["glue_average"]) for r in rows}
+    return {int(r["seed"]): float(r[column]) for r in rows}
 
 
 def glue_averages(table: Path) -> list[float] | None:

@@ -253,7 +253,7 @@ def claims(grid: Path) -> list[str]:
              "| claim | measure | n | difference | reading |", "|---|---|---|---|---|"]
     dev, held = sweep_tickets(grid, "dev"), sweep_tickets(grid, "heldout")
     rows = super_ticket_vs_full(dev) + shared_vs_mtdnn(grid) + winning_vs_controls(dev) + selection_optimism(dev, held)
-    return lines + (rows or [f"| (none yet) | {PENDING} | | | |"]) + super_tickets_in_full(dev)
+    return lines + (rows or [f"| (none yet) | {PENDING} | | | |"]) + super_tickets_in_full(dev) + shared_vs_mtdnn_per_task(grid)
 
 
 def confirmed_sweeps(dev: dict[str, dict]) -> dict[str, dict]:
@@ -308,6 +308,28 @@ def shared_vs_mtdnn(grid: Path) -> list[str]:
             rows.append(row(claim, f"GLUE average, {contender} minus {baseline} ({rule})",
                             PairedDifference.of([ours[s] for s in seeds], [theirs[s] for s in seeds]), "seeds"))
     return rows
+
+
+def shared_vs_mtdnn_per_task(grid: Path) -> list[str]:
+    """(b) task by task under both selection rules: where the GLUE average's difference comes from."""
+    table = grid / "runs" / "v2" / "compare" / "comparison.csv"
+    rules = {"checkpoint": "one model", "per_task": "each task at its best epoch"}
+    lines = []
+    for selection, rule in rules.items():
+        for task in MINI_GLUE:
+            ours, theirs = (seed_glue_averages(table, c, selection, task) for c in ("joint_tickets", "joint_full"))
+            seeds = sorted(set(ours) & set(theirs))
+            if seeds:
+                d = PairedDifference.of([ours[s] for s in seeds], [theirs[s] for s in seeds])
+                lines.append(f"| {rule} | {task} | {statistics.mean(ours[s] for s in seeds):.2f} | "
+                             f"{statistics.mean(theirs[s] for s in seeds):.2f} | " + " | ".join(d.cells()) + " |")
+    if not lines:
+        return []
+    return ["", "## (b) per task, in full", "",
+            "Tickets-Share (joint_tickets) minus MT-DNN (joint_full), task by task, paired by seed (seeds 2-6), under",
+            "both of compare's selection rules. Ten uncorrected lines: where the GLUE average's difference comes from,",
+            "not claims of their own.", "",
+            "| rule | task | Tickets-Share | MT-DNN | " + " | ".join(COLUMNS) + " |", "|---" * (4 + len(COLUMNS)) + "|", *lines]
 
 
 def winning_vs_controls(dev: dict[str, dict]) -> list[str]:

@@ -68,11 +68,11 @@ def test_the_report_reads_every_claim_with_paired_statistics(tmp_path):
     one_model = {"joint_tickets": shared_one_model}  # the others' one model as their per-task rows
     with (compare / "comparison.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["selection", "contender", "seed", "glue_average"])
+        writer.writerow(["selection", "contender", "seed", "glue_average", *TASKS])  # every task scores its average
         for contender, scores in (("single_full", single_full), ("single_tickets", single_tickets),
                                   ("joint_full", mtdnn), ("joint_tickets", shared)):
-            writer.writerows(("per_task", contender, s, x) for s, x in zip(SEEDS, scores, strict=True))
-            writer.writerows(("checkpoint", contender, s, x) for s, x in zip(SEEDS, one_model.get(contender, scores), strict=True))
+            writer.writerows(("per_task", contender, s, *[x] * 6) for s, x in zip(SEEDS, scores, strict=True))
+            writer.writerows(("checkpoint", contender, s, *[x] * 6) for s, x in zip(SEEDS, one_model.get(contender, scores), strict=True))
     claims = report(grid, tmp_path / "out")["v2_claims"]
 
     per_task = PairedDifference.of([71, 73, 75, 77, 79], [70, 71, 72, 73, 74])
@@ -84,6 +84,9 @@ def test_the_report_reads_every_claim_with_paired_statistics(tmp_path):
            f"5 seeds | -0.04 | {verdict(PairedDifference.of(shared, mtdnn))} |" in claims
     assert f"| (b) Tickets-Share > MT-DNN | GLUE average, joint_tickets minus joint_full (one model: each run's best checkpoint) | " \
            f"5 seeds | -0.44 | {verdict(PairedDifference.of(shared_one_model, mtdnn))} |" in claims
+    # (b) task by task, under each rule
+    assert f"| one model | stsb | 75.56 | 76.00 | {' | '.join(PairedDifference.of(shared_one_model, mtdnn).cells())} |" in claims
+    assert f"| each task at its best epoch | rte | 75.96 | 76.00 | {' | '.join(PairedDifference.of(shared, mtdnn).cells())} |" in claims
     for joint, single, mean in (("joint_tickets", "single_tickets", "-0.14"), ("joint_full", "single_full", "+0.00")):
         assert f"| (b) joint vs single-task | GLUE average, {joint} minus {single} (each task at its best epoch) | " \
                f"5 seeds | {mean} |" in claims
