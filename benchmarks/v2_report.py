@@ -300,14 +300,16 @@ def shared_vs_mtdnn(grid: Path) -> list[str]:
              ("(b) Tickets-Share > MT-DNN", "joint_tickets", "joint_full", "per_task", "each task at its best epoch"),
              ("(b) joint vs single-task", "joint_tickets", "single_tickets", "per_task", "each task at its best epoch"),
              ("(b) joint vs single-task", "joint_full", "single_full", "per_task", "each task at its best epoch")]
-    rows = []
-    for claim, contender, baseline, selection, rule in pairs:
-        ours, theirs = (seed_glue_averages(table, c, selection) for c in (contender, baseline))
-        seeds = sorted(set(ours) & set(theirs))
-        if seeds:
-            rows.append(row(claim, f"GLUE average, {contender} minus {baseline} ({rule})",
-                            PairedDifference.of([ours[s] for s in seeds], [theirs[s] for s in seeds]), "seeds"))
-    return rows
+    return [row(claim, f"GLUE average, {contender} minus {baseline} ({rule})", d, "seeds")
+            for claim, contender, baseline, selection, rule in pairs
+            if (d := paired_seeds(table, contender, baseline, selection))]
+
+
+def paired_seeds(table: Path, contender: str, baseline: str, selection: str, column: str = "glue_average") -> PairedDifference | None:
+    """Contender minus baseline in compare's table, over the seeds both have; None before either has one."""
+    ours, theirs = (seed_glue_averages(table, c, selection, column) for c in (contender, baseline))
+    seeds = sorted(set(ours) & set(theirs))
+    return PairedDifference.of([ours[s] for s in seeds], [theirs[s] for s in seeds]) if seeds else None
 
 
 def shared_vs_mtdnn_per_task(grid: Path) -> list[str]:
@@ -317,12 +319,10 @@ def shared_vs_mtdnn_per_task(grid: Path) -> list[str]:
     lines = []
     for selection, rule in rules.items():
         for task in MINI_GLUE:
-            ours, theirs = (seed_glue_averages(table, c, selection, task) for c in ("joint_tickets", "joint_full"))
-            seeds = sorted(set(ours) & set(theirs))
-            if seeds:
-                d = PairedDifference.of([ours[s] for s in seeds], [theirs[s] for s in seeds])
-                lines.append(f"| {rule} | {task} | {statistics.mean(ours[s] for s in seeds):.2f} | "
-                             f"{statistics.mean(theirs[s] for s in seeds):.2f} | " + " | ".join(d.cells()) + " |")
+            if d := paired_seeds(table, "joint_tickets", "joint_full", selection, task):
+                ours, theirs = (statistics.mean(seed_glue_averages(table, c, selection, task).values())
+                                for c in ("joint_tickets", "joint_full"))
+                lines.append(f"| {rule} | {task} | {ours:.2f} | {theirs:.2f} | " + " | ".join(d.cells()) + " |")
     if not lines:
         return []
     return ["", "## (b) per task, in full", "",
