@@ -311,8 +311,9 @@ class Running:
 
 def longest_recorded(out_dir: Path) -> float:
     """The most training time a finished run under `out_dir` recorded (a run resumed from a checkpoint
-    carries its earlier time); 0 where none has finished. Stages that share a folder share this."""
-    return max((json.loads(p.read_text())["seconds"] for p in out_dir.rglob("results.json")), default=0.0)
+    carries its earlier time); 0 where none has finished. Stages that share a folder share this. Runs
+    from before results.json recorded `seconds` count as 0: unknown, not long."""
+    return max((json.loads(p.read_text()).get("seconds", 0.0) for p in out_dir.rglob("results.json")), default=0.0)
 
 
 def run_grid(grid: Grid, todo: list[Stage], workers: int, stop_at: float, reserve: float, between_runs: bool = False,

@@ -158,6 +158,8 @@ def finish(run, seconds):
 
 
 finish("a", 30)  # a run an earlier call finished
+(out / "old").mkdir()
+(out / "old" / "results.json").write_text("{}")  # one from before results.json recorded its time
 looks = [r.finished_a_run()]
 finish("b", 20)  # one this call finished
 looks += [r.finished_a_run(), r.finished_a_run()]
