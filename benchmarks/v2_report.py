@@ -300,16 +300,21 @@ def shared_vs_mtdnn(grid: Path) -> list[str]:
              ("(b) Tickets-Share > MT-DNN", "joint_tickets", "joint_full", "per_task", "each task at its best epoch"),
              ("(b) joint vs single-task", "joint_tickets", "single_tickets", "per_task", "each task at its best epoch"),
              ("(b) joint vs single-task", "joint_full", "single_full", "per_task", "each task at its best epoch")]
-    return [row(claim, f"GLUE average, {contender} minus {baseline} ({rule})", d, "seeds")
-            for claim, contender, baseline, selection, rule in pairs
-            if (d := paired_seeds(table, contender, baseline, selection))]
+    rows = []
+    for claim, contender, baseline, selection, rule in pairs:
+        ours, theirs = paired_seeds(table, contender, baseline, selection)
+        if ours:
+            rows.append(row(claim, f"GLUE average, {contender} minus {baseline} ({rule})", PairedDifference.of(ours, theirs), "seeds"))
+    return rows
 
 
-def paired_seeds(table: Path, contender: str, baseline: str, selection: str, column: str = "glue_average") -> PairedDifference | None:
-    """Contender minus baseline in compare's table, over the seeds both have; None before either has one."""
+def paired_seeds(table: Path, contender: str, baseline: str, selection: str,
+                 column: str = "glue_average") -> tuple[list[float], list[float]]:
+    """Contender's and baseline's scores in compare's table, over the seeds both have, in seed order
+    (empty before both have one)."""
     ours, theirs = (seed_glue_averages(table, c, selection, column) for c in (contender, baseline))
     seeds = sorted(set(ours) & set(theirs))
-    return PairedDifference.of([ours[s] for s in seeds], [theirs[s] for s in seeds]) if seeds else None
+    return [ours[s] for s in seeds], [theirs[s] for s in seeds]
 
 
 def shared_vs_mtdnn_per_task(grid: Path) -> list[str]:
@@ -319,10 +324,10 @@ def shared_vs_mtdnn_per_task(grid: Path) -> list[str]:
     lines = []
     for selection, rule in rules.items():
         for task in MINI_GLUE:
-            if d := paired_seeds(table, "joint_tickets", "joint_full", selection, task):
-                ours, theirs = (statistics.mean(seed_glue_averages(table, c, selection, task).values())
-                                for c in ("joint_tickets", "joint_full"))
-                lines.append(f"| {rule} | {task} | {ours:.2f} | {theirs:.2f} | " + " | ".join(d.cells()) + " |")
+            ours, theirs = paired_seeds(table, "joint_tickets", "joint_full", selection, task)
+            if ours:
+                lines.append(f"| {rule} | {task} | {statistics.mean(ours):.2f} | {statistics.mean(theirs):.2f} | "
+                             + " | ".join(PairedDifference.of(ours, theirs).cells()) + " |")
     if not lines:
         return []
     return ["", "## (b) per task, in full", "",
